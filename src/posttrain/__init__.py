@@ -1,0 +1,12 @@
+"""posttrain: post-training methods for language models when labelled data is scarce.
+
+Implements the methods of Z. Shi's thesis (UCL, 2025) and its papers: instruction modelling (IM), prompt-based
+fine-tuning and PCP, DePT, and the StepGame benchmark, on Hugging Face transformers / PEFT.
+"""
+
+__version__ = "0.1.0"
+
+from .config import RunConfig, load_config  # noqa: E402
+from .errors import ConfigError, DataError, ModelLoadError, PosttrainError  # noqa: E402
+
+__all__ = ["RunConfig", "load_config", "PosttrainError", "ConfigError", "DataError", "ModelLoadError", "__version__"]

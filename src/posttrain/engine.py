@@ -1,0 +1,300 @@
+"""Thin glue between a ``RunConfig`` and ``transformers.Trainer``.
+
+The Trainer does the optimisation, gradient accumulation, checkpoints, resume, distributed training, progress
+bars and logging integrations. This module adds only what it lacks:
+
+- the weighted next-token loss with its step-level normaliser (``loss.reduction``), so that gradient
+  accumulation and data parallelism give the same update as one big batch;
+- held-out evaluation = mean NLL over *output* tokens of the eval set (the IM paper's overfitting measure),
+  whatever the training loss mode;
+- the run directory: resolved config, run metadata, ``metrics.jsonl``, ``loss_curve.png``, final weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from . import __version__
+from .callbacks import MetricsCallback, StopAtStepCallback
+from .config import LossConfig, RunConfig, to_dict, write_config
+from .data.chat import resolve_template
+from .data.instruction import load_examples
+from .data.sft import SFTCollator, build_sft_dataset
+from .errors import ConfigError, DataError
+from .io_utils import atomic_write_json
+from .losses import token_nll, weighted_nll_sum
+from .methods import ADAPTERS
+from .methods.instruction_loss import describe as describe_loss
+
+OUTPUT_ONLY = LossConfig(mode="output_only")
+
+
+class PosttrainTrainer(Trainer):
+    """Trainer whose loss is sum(w * nll) / (sum of w over the whole optimizer step, all processes)."""
+
+    loss_is_scaled_for_ga = True
+
+    def _get_num_items_in_batch(self, batch_samples, device):
+        total = sum(float(b["loss_normalizer"]) for b in batch_samples)
+        total = torch.tensor(total, device=device)
+        if self.args.world_size > 1:
+            total = self.accelerator.gather(total[None]).sum()
+        return total
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        normalizer = inputs.pop("loss_normalizer")
+        total = weighted_nll_sum(model, inputs)
+        denominator = num_items_in_batch if num_items_in_batch is not None else normalizer
+        loss = total / torch.clamp(torch.as_tensor(denominator, dtype=total.dtype, device=total.device), min=1e-8)
+        if self.args.world_size > 1 and num_items_in_batch is not None:
+            loss = loss * self.args.world_size  # DDP averages gradients over processes; the normaliser is global
+        return (loss, None) if return_outputs else loss
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+        dataloader = self.get_eval_dataloader(eval_dataset)
+        model = self.model_wrapped if self.model_wrapped is not None else self.model
+        model.eval()
+        nll_sum = torch.zeros((), device=self.args.device, dtype=torch.float64)
+        count = torch.zeros((), device=self.args.device, dtype=torch.float64)
+        start = time.time()
+        with torch.no_grad():
+            for batch in dataloader:
+                batch = self._prepare_inputs(batch)
+                batch.pop("loss_normalizer", None)
+                nll, _ = token_nll(model, batch)
+                nll_sum += nll.double().sum()
+                count += nll.numel()
+        if self.args.world_size > 1:
+            nll_sum = self.accelerator.reduce(nll_sum, reduction="sum")
+            count = self.accelerator.reduce(count, reduction="sum")
+        loss = (nll_sum / count.clamp(min=1)).item()
+        metrics = {
+            f"{metric_key_prefix}_output_loss": loss,
+            f"{metric_key_prefix}_output_tokens": int(count.item()),
+            f"{metric_key_prefix}_runtime": round(time.time() - start, 3),
+        }
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        model.train()
+        return metrics
+
+
+def _check_report_to(report_to: list) -> list | str:
+    for name in report_to:
+        module = {"tensorboard": "tensorboard", "wandb": "wandb"}.get(name)
+        if module is None:
+            raise ConfigError(f"train.report_to: unknown logger {name!r}; expected tensorboard or wandb")
+        if importlib.util.find_spec(module) is None:
+            raise ConfigError(f"train.report_to: {name} is not installed (pip install {module})")
+    return list(report_to) or "none"
+
+
+def training_arguments(cfg: RunConfig, has_eval: bool) -> TrainingArguments:
+    t = cfg.train
+    kwargs = dict(
+        output_dir=str(Path(t.output_dir) / "checkpoints"),
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        adam_beta1=t.adam_beta1,
+        adam_beta2=t.adam_beta2,
+        adam_epsilon=t.adam_epsilon,
+        optim="adamw_torch",
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_ratio,
+        per_device_train_batch_size=t.per_device_batch_size,
+        per_device_eval_batch_size=t.per_device_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        num_train_epochs=t.num_epochs,
+        max_steps=t.max_steps,
+        max_grad_norm=t.max_grad_norm,
+        logging_steps=t.logging_steps,
+        eval_strategy="steps" if (has_eval and t.eval_steps > 0) else "no",
+        save_strategy="steps" if t.save_steps > 0 else "no",
+        save_total_limit=t.save_total_limit,
+        seed=t.seed,
+        data_seed=t.seed,
+        report_to=_check_report_to(t.report_to),
+        disable_tqdm=not t.progress,
+        remove_unused_columns=False,
+        dataloader_num_workers=t.dataloader_num_workers,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+    )
+    if t.gradient_checkpointing:
+        kwargs["activation_checkpointing"] = True
+    if t.eval_steps > 0:
+        kwargs["eval_steps"] = t.eval_steps
+    if t.save_steps > 0:
+        kwargs["save_steps"] = t.save_steps
+    return TrainingArguments(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# data
+
+
+@dataclasses.dataclass
+class PreparedData:
+    train: object
+    eval: object | None
+    train_stats: object
+    eval_stats: object | None
+    template: str | None
+
+
+def split_examples(cfg: RunConfig) -> tuple[list[dict], list[dict]]:
+    d = cfg.data
+    if not d.train_file:
+        raise ConfigError("data.train_file: required (a .jsonl/.json/.csv/.parquet file)")
+    train = load_examples(d.train_file, d.format)
+    evals: list[dict] = []
+    if d.eval_file:
+        evals = load_examples(d.eval_file, d.format)
+    elif d.eval_size:
+        if d.eval_size >= len(train):
+            raise ConfigError(f"data.eval_size: {d.eval_size} leaves no training rows ({len(train)} in {d.train_file})")
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(d.shuffle_seed)).tolist()
+        held = set(order[: d.eval_size])
+        evals = [train[i] for i in sorted(held)]
+        train = [row for i, row in enumerate(train) if i not in held]
+    if d.max_train_examples:
+        train = train[: d.max_train_examples]
+    if d.max_eval_examples:
+        evals = evals[: d.max_eval_examples]
+    return train, evals
+
+
+def prepare_data(cfg: RunConfig, tokenizer) -> PreparedData:
+    template = resolve_template(tokenizer, cfg.data.chat_template)
+    train_rows, eval_rows = split_examples(cfg)
+    train, train_stats = build_sft_dataset(
+        tokenizer, train_rows, template, cfg.loss, cfg.data.max_length, source=cfg.data.train_file
+    )
+    evals, eval_stats = None, None
+    if eval_rows:  # held-out loss is always measured on output tokens (IM paper, Sec. 5.5)
+        evals, eval_stats = build_sft_dataset(
+            tokenizer, eval_rows, template, OUTPUT_ONLY, cfg.data.max_length,
+            source=cfg.data.eval_file or f"{cfg.data.train_file} (held-out split)",
+        )
+    return PreparedData(train, evals, train_stats, eval_stats, template)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# run directory
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    ckpt_dir = run_dir / "checkpoints"
+    return Path(found) if ckpt_dir.is_dir() and (found := get_last_checkpoint(str(ckpt_dir))) else None
+
+
+def run_metadata(cfg: RunConfig, model, data: PreparedData) -> dict:
+    import datasets
+    import peft
+    import transformers
+
+    from .models import describe_model
+
+    return {
+        "posttrain": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "datasets": datasets.__version__,
+        "command": " ".join(sys.argv),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "model": describe_model(model),
+        "loss": describe_loss(cfg.loss),
+        "adapter": cfg.adapter.type,
+        "chat_template": cfg.data.chat_template,
+        "optimizer": {
+            "name": "adamw_torch",
+            "betas": [cfg.train.adam_beta1, cfg.train.adam_beta2],
+            "eps": cfg.train.adam_epsilon,
+            "note": "IM paper: betas (0.9, 0.98), eps 1e-6; the IM reference code: torch defaults (0.9, 0.999), 1e-8",
+        },
+        "data": {
+            "train": dataclasses.asdict(data.train_stats),
+            "eval": dataclasses.asdict(data.eval_stats) if data.eval_stats else None,
+        },
+    }
+
+
+def train(cfg: RunConfig, *, resume: bool = False, callbacks: list[TrainerCallback] | None = None,
+          model=None, tokenizer=None) -> dict:
+    """Run one training job described by ``cfg``; returns the final metrics.
+
+    ``resume=True`` continues from the last checkpoint in ``train.output_dir/checkpoints`` (optimizer, scheduler,
+    RNG and data position included). ``model``/``tokenizer`` may be passed to skip loading (tests, notebooks).
+    """
+    from transformers import set_seed
+
+    from .models import load_model_and_tokenizer
+
+    run_dir = Path(cfg.train.output_dir)
+    checkpoint = last_checkpoint(run_dir) if resume else None
+    if resume and checkpoint is None:
+        raise ConfigError(f"--resume: no checkpoint under {run_dir / 'checkpoints'}")
+    if not resume and (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
+        raise ConfigError(f"train.output_dir: {run_dir} already holds checkpoints; pass --resume or choose a new dir")
+
+    set_seed(cfg.train.seed)
+    if model is None or tokenizer is None:
+        model, tokenizer = load_model_and_tokenizer(cfg.model, for_training=True)
+    data = prepare_data(cfg, tokenizer)
+    model = ADAPTERS[cfg.adapter.type](model, cfg.adapter)
+
+    args = training_arguments(cfg, has_eval=data.eval is not None)
+    metrics_cb = MetricsCallback(run_dir, resume_step=_step_of(checkpoint))
+    trainer = PosttrainTrainer(
+        model=model,
+        args=args,
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+        data_collator=SFTCollator(tokenizer.pad_token_id, cfg.train.packing, cfg.loss.reduction),
+        processing_class=tokenizer,
+        callbacks=[metrics_cb, *(callbacks or [])],
+    )
+    if trainer.is_world_process_zero():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_config(cfg, run_dir / "config.yaml")
+        atomic_write_json(run_dir / "run_meta.json", run_metadata(cfg, model, data))
+
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    stopped_early = any(isinstance(cb, StopAtStepCallback) and cb.fired for cb in callbacks or [])
+    final = {"train_loss": result.training_loss, "global_step": trainer.state.global_step}
+    if data.eval is not None and not stopped_early:
+        final.update(trainer.evaluate())
+    if not stopped_early:
+        trainer.save_model(str(run_dir / "final"))
+    if trainer.is_world_process_zero():
+        metrics_cb.finish(final)
+    final["run_dir"] = str(run_dir)
+    final["trainer"] = trainer
+    return final
+
+
+def _step_of(checkpoint: Path | None) -> int | None:
+    if checkpoint is None:
+        return None
+    try:
+        return int(checkpoint.name.rsplit("-", 1)[-1])
+    except ValueError:
+        return None
+
+
+def is_finite(value) -> bool:
+    return value is None or math.isfinite(value)

@@ -1,0 +1,77 @@
+"""Load a base model or a trained run for inference, and generate chat-formatted answers.
+
+A *model spec* is anything ``models.load_model_and_tokenizer`` accepts (``default``, a hub id, a directory, a
+``.gguf`` file) or a posttrain run directory (holding ``config.yaml`` and ``final/``): a full fine-tune's
+``final/`` is a complete model; a LoRA run's ``final/`` is a PEFT adapter loaded onto the run's base model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from .config import ModelConfig, load_config
+from .data.chat import generation_prompt, resolve_template
+from .errors import ModelLoadError
+
+
+def is_run_dir(path: str | Path) -> bool:
+    path = Path(path)
+    return (path / "config.yaml").is_file() and (path / "final").is_dir()
+
+
+def load_for_inference(spec: str, dtype: str = "float32"):
+    """Returns (model, tokenizer, chat_template_name) ready for ``generate``."""
+    from .models import load_model_and_tokenizer
+
+    if Path(spec).is_dir() and (Path(spec) / "config.yaml").is_file():
+        if not is_run_dir(spec):
+            raise ModelLoadError(f"{spec}: run directory has no final/ weights (did the run finish?)")
+        cfg = load_config(Path(spec) / "config.yaml")
+        final = Path(spec) / "final"
+        if (final / "adapter_config.json").is_file():
+            from peft import PeftModel
+
+            model, tokenizer = load_model_and_tokenizer(replace(cfg.model, dtype=dtype), for_training=False)
+            model = PeftModel.from_pretrained(model, str(final)).eval()
+        else:
+            model, tokenizer = load_model_and_tokenizer(
+                replace(cfg.model, name_or_path=str(final), gguf_file=None, dtype=dtype), for_training=False
+            )
+        return model, tokenizer, cfg.data.chat_template
+    model, tokenizer = load_model_and_tokenizer(ModelConfig(name_or_path=spec, dtype=dtype), for_training=False)
+    return model, tokenizer, "tokenizer"
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[str], *, chat_template: str = "tokenizer", system: str | None = None,
+             max_new_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0, batch_size: int = 8,
+             seed: int = 0) -> list[str]:
+    """Greedy (temperature 0) or sampled answers to user prompts, rendered with the chat template."""
+    template = resolve_template(tokenizer, chat_template)
+    texts = []
+    for prompt in prompts:
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+        texts.append(generation_prompt(tokenizer, messages, template))
+    old_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # generation continues from the right edge
+    torch.manual_seed(seed)
+    outputs = []
+    try:
+        for start in range(0, len(texts), batch_size):
+            chunk = texts[start : start + batch_size]
+            enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = {k: v.to(model.device) for k, v in enc.items()}
+            kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id)
+            if temperature > 0:
+                kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
+            else:
+                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            out = model.generate(**enc, **kwargs)
+            for row in out[:, enc["input_ids"].shape[1] :]:
+                outputs.append(tokenizer.decode(row, skip_special_tokens=True).strip())
+    finally:
+        tokenizer.padding_side = old_side
+    return outputs

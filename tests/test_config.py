@@ -1,0 +1,76 @@
+"""config.py: YAML + overrides, typed values, and the promised error messages."""
+
+import pytest
+
+from posttrain.config import describe, load_config, parse_overrides
+from posttrain.errors import ConfigError
+
+
+def write(tmp_path, text):
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_yaml_and_overrides(tmp_path):
+    path = write(tmp_path, "loss:\n  mode: instruction_and_output\ntrain:\n  max_steps: 3\n")
+    cfg = load_config(path, ["train.learning_rate=1e-4", "loss.im_mask=reference_code", "adapter.lora_target_modules=[q_proj]"])
+    assert cfg.loss.mode == "instruction_and_output" and cfg.loss.im_mask == "reference_code"
+    assert cfg.train.max_steps == 3 and cfg.train.learning_rate == 1e-4
+    assert cfg.adapter.lora_target_modules == ["q_proj"]
+    assert cfg.train.adam_beta2 == 0.98 and cfg.train.adam_epsilon == 1e-6  # the IM paper's optimizer
+
+
+@pytest.mark.parametrize(
+    "text, overrides, message",
+    [
+        ("train:\n  learnig_rate: 1\n", [], r"run\.yaml: unknown key 'train\.learnig_rate'; did you mean 'train\.learning_rate'\?"),
+        ("trian:\n  max_steps: 1\n", [], r"unknown section 'trian'; did you mean 'train"),
+        ("loss:\n  mode: im\n", [], r"loss\.mode: expected one of output_only, instruction_and_output, all_tokens, got 'im'"),
+        ("train:\n  max_steps: ten\n", [], r"train\.max_steps: expected an integer, got 'ten'"),
+        ("train:\n  packing: maybe\n", [], r"train\.packing: expected true or false"),
+        ("loss:\n  prompt_loss_weight: 0.5\n", [], r"loss\.prompt_loss_weight: only applies to loss\.mode=instruction_and_output"),
+        ("loss:\n  mode: instruction_and_output\n  prompt_loss_weight: 2\n", [], r"must be in \[0, 1\]"),
+        ("data:\n  eval_file: x.jsonl\n  eval_size: 3\n", [], r"set either data\.eval_file or data\.eval_size"),
+        ("train: [1, 2]\n", [], r"section 'train' must be a mapping"),
+        ("train:\n  max_steps: 1\n", ["train.max_step=2"], r"unknown key 'train\.max_step'; did you mean 'train\.max_steps'"),
+        ("train:\n  max_steps: 1\n", ["max_steps=2"], r"expected section\.key=value"),
+        ("train:\n  max_steps: [1\n", [], r"run\.yaml:\d+: not valid YAML"),
+    ],
+)
+def test_config_errors(tmp_path, text, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text), overrides)
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
+        load_config("nope.yaml")
+
+
+def test_overrides_parse_yaml_scalars():
+    assert parse_overrides(["train.max_steps=5", "train.packing=true", "data.train_file=a b.jsonl"]) == {
+        "train": {"max_steps": 5, "packing": True}, "data": {"train_file": "a b.jsonl"}}
+
+
+def test_every_key_has_help():
+    import dataclasses
+
+    from posttrain.config import RunConfig, all_keys
+
+    assert len(all_keys()) > 40
+    for section in dataclasses.fields(RunConfig):
+        for f in dataclasses.fields(section.default_factory):
+            assert len(f.metadata.get("help", "")) >= 10, f"{section.name}.{f.name} has no help"
+    assert "reference_code" in describe()
+
+
+def test_shipped_recipes_load():
+    from pathlib import Path
+
+    recipes = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+    assert len(recipes) >= 7
+    for path in recipes:
+        cfg = load_config(path)
+        assert path.read_text().startswith("#") and f"posttrain train configs/{path.name}" in path.read_text()
+        assert cfg.data.train_file

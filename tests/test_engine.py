@@ -1,0 +1,126 @@
+"""engine.py: end-to-end training on a tiny local model; resume == uninterrupted; accumulation == big batch."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from posttrain.callbacks import StopAtStepCallback
+from posttrain.config import load_config
+from posttrain.engine import train
+from posttrain.errors import ConfigError
+
+ROWS = [
+    {"messages": [{"role": "user", "content": "What is the capital of France?"}, {"role": "assistant", "content": "Paris."}]},
+    {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Write a poem about the sea."},
+                  {"role": "assistant", "content": "The sea is wide and blue."}]},
+    {"messages": [{"role": "user", "content": "Translate to French: good morning."}, {"role": "assistant", "content": "Bonjour."}]},
+    {"messages": [{"role": "user", "content": "Summarize the text below in one sentence, please."},
+                  {"role": "assistant", "content": "The quick brown fox jumps over the lazy dog."},
+                  {"role": "user", "content": "And?"}, {"role": "assistant", "content": "0 1 2 3 4 5 6 7 8 9"}]},
+] * 4
+
+
+@pytest.fixture
+def data_file(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    return path
+
+
+def config(tmp_path, model_dir, data_file, name, *extra):
+    return load_config(None, [
+        f"model.name_or_path={model_dir}", f"data.train_file={data_file}", "data.eval_size=4", "data.max_length=64",
+        "train.per_device_batch_size=4", "train.max_steps=4", "train.learning_rate=1e-2", "train.warmup_ratio=0.25",
+        "train.progress=false", f"train.output_dir={tmp_path / name}", *extra,
+    ])
+
+
+def final_weights(run_dir):
+    files = sorted((run_dir / "final").glob("*.safetensors"))
+    assert files, f"no safetensors in {run_dir / 'final'}"
+    return load_file(str(files[0]))
+
+
+def assert_same_weights(a, b, atol=0.0):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=atol, rtol=0), key
+
+
+def test_run_directory_contents(tmp_path, tiny_model_dir, data_file):
+    cfg = config(tmp_path, tiny_model_dir, data_file, "run", "loss.mode=instruction_and_output",
+                 "loss.im_mask=reference_code", "train.eval_steps=2", "train.logging_steps=1")
+    final = train(cfg)
+    run = tmp_path / "run"
+    for name in ("config.yaml", "run_meta.json", "metrics.jsonl", "loss_curve.png", "final_metrics.json"):
+        assert (run / name).is_file(), name
+    meta = json.loads((run / "run_meta.json").read_text())
+    assert meta["loss"]["loss_mode"] == "instruction_and_output" and meta["loss"]["im_mask"] == "reference_code"
+    assert meta["optimizer"]["betas"] == [0.9, 0.98]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4]
+    assert sum("eval_output_loss" in r for r in records) >= 2
+    assert final["eval_output_loss"] > 0 and final["global_step"] == 4
+    assert load_config(run / "config.yaml") == cfg
+
+
+def test_resume_equals_uninterrupted(tmp_path, tiny_model_dir, data_file):
+    extra = ("train.save_steps=2", "data.eval_size=0")
+    full = config(tmp_path, tiny_model_dir, data_file, "full", *extra)
+    cut = config(tmp_path, tiny_model_dir, data_file, "cut", *extra)
+    full.data.eval_size = cut.data.eval_size = 0
+    train(full)
+    train(cut, callbacks=[StopAtStepCallback(2)])
+    assert not (tmp_path / "cut" / "final").exists()
+    assert (tmp_path / "cut" / "checkpoints" / "checkpoint-2").is_dir()
+    train(cut, resume=True)
+    assert_same_weights(final_weights(tmp_path / "full"), final_weights(tmp_path / "cut"))
+    steps = [json.loads(l)["step"] for l in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+             if "loss" in json.loads(l)]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_accumulation_and_packing_match_one_big_batch(tmp_path, tiny_model_dir, data_file):
+    base = ("data.eval_size=0", "train.max_steps=2", "loss.mode=instruction_and_output")
+    big = config(tmp_path, tiny_model_dir, data_file, "big", *base)
+    acc = config(tmp_path, tiny_model_dir, data_file, "acc", *base, "train.per_device_batch_size=2",
+                 "train.gradient_accumulation_steps=2")
+    packed = config(tmp_path, tiny_model_dir, data_file, "packed", *base, "train.packing=true")
+    for cfg in (big, acc, packed):
+        train(cfg)
+    ref = final_weights(tmp_path / "big")
+    assert_same_weights(ref, final_weights(tmp_path / "acc"), atol=1e-5)
+    assert_same_weights(ref, final_weights(tmp_path / "packed"), atol=1e-5)
+
+
+def test_loss_modes_train_differently(tmp_path, tiny_model_dir, data_file):
+    it = config(tmp_path, tiny_model_dir, data_file, "it", "data.eval_size=0", "train.max_steps=1", "train.warmup_ratio=0")
+    im = config(tmp_path, tiny_model_dir, data_file, "im", "data.eval_size=0", "train.max_steps=1", "train.warmup_ratio=0",
+                "loss.mode=instruction_and_output")
+    train(it)
+    train(im)
+    a, b = final_weights(tmp_path / "it"), final_weights(tmp_path / "im")
+    assert any(not torch.allclose(a[k], b[k]) for k in a)
+
+
+def test_lora_trains_only_the_adapter(tmp_path, tiny_model_dir, data_file):
+    cfg = config(tmp_path, tiny_model_dir, data_file, "lora", "adapter.type=lora", "adapter.lora_r=4",
+                 "data.eval_size=0")
+    final = train(cfg)
+    model = final["trainer"].model
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    assert (tmp_path / "lora" / "final" / "adapter_model.safetensors").is_file()
+    adapter = load_file(str(tmp_path / "lora" / "final" / "adapter_model.safetensors"))
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in adapter.items())  # B moved away from its zero init
+
+
+def test_refuses_to_overwrite_and_resume_without_checkpoint(tmp_path, tiny_model_dir, data_file):
+    cfg = config(tmp_path, tiny_model_dir, data_file, "again", "data.eval_size=0", "train.save_steps=2")
+    with pytest.raises(ConfigError, match="no checkpoint under"):
+        train(cfg, resume=True)
+    train(cfg)
+    with pytest.raises(ConfigError, match="already holds checkpoints"):
+        train(cfg)

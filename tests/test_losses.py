@@ -1,0 +1,89 @@
+"""losses.py + data/sft.py: the weighted loss equals a hand computation; packing and padding agree."""
+
+import torch
+
+from posttrain.config import LossConfig
+from posttrain.data.sft import SFTCollator, build_sft_dataset
+from posttrain.losses import target_positions, weighted_nll_sum
+
+EXAMPLES = [
+    {"messages": [{"role": "user", "content": "What is the capital of France?"}, {"role": "assistant", "content": "Paris."}]},
+    {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Write a poem about the sea."},
+                  {"role": "assistant", "content": "The sea is wide and blue."}, {"role": "user", "content": "More?"},
+                  {"role": "assistant", "content": "Bonjour."}]},
+    {"text": "The quick brown fox jumps over the lazy dog."},
+]
+
+
+def hand_loss(model, dataset, reduction="token_mean"):
+    """Sum over examples of w_t * -log p(x_t | x_<t), computed one example at a time with full logits."""
+    totals, weights_sum, per_example = 0.0, 0.0, []
+    for row in dataset:
+        ids = torch.tensor(row["input_ids"])[None]
+        logp = torch.log_softmax(model(input_ids=ids).logits[0].double(), -1)
+        ex_total, ex_w = 0.0, 0.0
+        for t in range(1, len(row["input_ids"])):
+            w = row["loss_weights"][t]
+            if w > 0:
+                ex_total += -w * logp[t - 1, row["input_ids"][t]].item()
+                ex_w += w
+        totals += ex_total
+        weights_sum += ex_w
+        per_example.append(ex_total / ex_w)
+    return totals / weights_sum if reduction == "token_mean" else sum(per_example) / len(per_example)
+
+
+def test_weighted_loss_equals_hand_computation(tokenizer, tiny_llama):
+    loss_cfg = LossConfig(mode="instruction_and_output", prompt_loss_weight=0.3)
+    ds, _ = build_sft_dataset(tokenizer, EXAMPLES, None, loss_cfg, 512)
+    rows = ds.to_list()
+    for reduction in ("token_mean", "example_mean"):
+        for packing in (False, True):
+            batch = SFTCollator(tokenizer.pad_token_id, packing=packing, reduction=reduction)(rows)
+            with torch.no_grad():
+                ours = (weighted_nll_sum(tiny_llama, batch) / batch["loss_normalizer"]).item()
+            assert abs(ours - hand_loss(tiny_llama, rows, reduction)) < 1e-5, (reduction, packing)
+
+
+def test_token_mean_matches_transformers_loss_for_unit_weights(tokenizer, tiny_llama):
+    ds, _ = build_sft_dataset(tokenizer, EXAMPLES, None, LossConfig(mode="output_only"), 512)
+    batch = SFTCollator(tokenizer.pad_token_id)(ds.to_list())
+    with torch.no_grad():
+        ours = weighted_nll_sum(tiny_llama, batch) / batch["loss_normalizer"]
+        ref = tiny_llama(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+    assert torch.allclose(ours, ref, atol=1e-6)
+
+
+def test_logits_only_at_trained_positions(tokenizer, tiny_llama):
+    ds, stats = build_sft_dataset(tokenizer, EXAMPLES[:2], None, LossConfig(mode="output_only"), 512)
+    batch = SFTCollator(tokenizer.pad_token_id)(ds.to_list())
+    seen = {}
+
+    def record(module, args, output):
+        seen["rows"] = args[0].reshape(-1, args[0].shape[-1]).shape[0]
+
+    hook = tiny_llama.lm_head.register_forward_hook(record)
+    try:
+        weighted_nll_sum(tiny_llama, batch)
+    finally:
+        hook.remove()
+    assert seen["rows"] == int(target_positions(batch["loss_weights"]).sum()) == stats.trained_tokens
+
+
+def test_packing_layout(tokenizer):
+    ds, _ = build_sft_dataset(tokenizer, EXAMPLES, None, LossConfig(mode="all_tokens"), 512)
+    rows = ds.to_list()
+    batch = SFTCollator(tokenizer.pad_token_id, packing=True)(rows)
+    lengths = [len(r["input_ids"]) for r in rows]
+    assert batch["input_ids"].shape == (1, sum(lengths))
+    assert "attention_mask" not in batch
+    starts = [sum(lengths[:i]) for i in range(len(lengths))]
+    assert batch["position_ids"][0, starts].tolist() == [0, 0, 0]
+    assert batch["labels"][0, starts].tolist() == [-100, -100, -100]  # never predicted across examples
+    assert batch["loss_normalizer"].item() == sum(n - 1 for n in lengths)
+
+
+def test_truncation_drops_examples_without_targets(tokenizer):
+    long_prompt = {"messages": [{"role": "user", "content": "word " * 200}, {"role": "assistant", "content": "ok"}]}
+    ds, stats = build_sft_dataset(tokenizer, [long_prompt, EXAMPLES[0]], None, LossConfig(mode="output_only"), 64)
+    assert len(ds) == 1 and stats.dropped_no_target == 1 and stats.truncated == 1
