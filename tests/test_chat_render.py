@@ -109,3 +109,26 @@ def test_plain_text_rows_are_all_output(tokenizer):
 def test_unknown_template_name_is_a_clear_error(tokenizer):
     with pytest.raises(DataError, match="unknown template 'tulip'"):
         resolve_template(tokenizer, "tulip")
+
+
+def test_pieces_reassemble_the_rendered_text(tokenizer):
+    for example in (MULTI, {"text": "The quick brown fox."}):
+        r = render_example(tokenizer, example, None)
+        assert len(r.pieces()) == len(r.input_ids)
+        assert "".join(r.pieces()) == r.text
+
+
+def test_inspect_data_plain_markers(tokenizer):
+    import io
+
+    from posttrain.config import load_config
+    from posttrain.data.inspect_data import inspect
+
+    out = io.StringIO()
+    counts = inspect(load_config(None), tokenizer, [MULTI], n=1, all_modes=True, stream=out, colour=False)
+    text = out.getvalue()
+    assert "{+Paris.<|im_end|>+}" in text and "[-<|im_start|>system\nBe brief.<|im_end|>" in text
+    it = counts["output_only (IT)"]
+    r = render_example(tokenizer, MULTI, None)
+    assert it["trained"] == sum(1 for s in r.segments if s == OUTPUT)
+    assert it["trained"] + it["masked"] == it["tokens"] == len(r.input_ids)

@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Fine-tune the bundled SmolLM2-135M-Instruct with IT and with IM on a bundled "
                        "Dolly-3k slice; print held-out output loss of both and a sample generation.")
     p.add_argument("--out", default="runs/quickstart", help="where the two run directories go")
-    p.add_argument("--steps", type=int, default=30, help="optimizer steps per run (default 30)")
+    p.add_argument("--steps", type=int, default=20, help="optimizer steps per run (default 20)")
     p.add_argument("--data", help="instruction data file instead of the bundled slice")
     p.add_argument("--model", default="default", help="model spec (default: the bundled SmolLM2)")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides applied to both runs")

@@ -54,6 +54,11 @@ class DataConfig:
         "(tulu, chatml, plain).",
     )
     max_length: int = _f(1024, "Truncate rendered examples to this many tokens (right truncation).")
+    overlong: Literal["truncate", "drop"] = _f(
+        "truncate",
+        "Examples longer than max_length: truncate them (right), or drop them (so every loss mode trains on exactly "
+        "the same examples).",
+    )
     max_train_examples: Optional[int] = _f(None, "Use only the first N training rows (after the eval split).")
     max_eval_examples: Optional[int] = _f(None, "Use only the first N eval rows.")
     shuffle_seed: int = _f(42, "Seed for the train/eval split.")
@@ -117,6 +122,7 @@ class TrainConfig:
     group_by_length: bool = _f(False, "Batch examples of similar length together (less padding).")
     logging_steps: int = _f(1, "Log train loss every N steps.")
     eval_steps: int = _f(0, "Evaluate held-out output loss every N steps (0 = only at the end).")
+    eval_on_start: bool = _f(False, "Also evaluate before the first step (the starting model's held-out loss).")
     save_steps: int = _f(0, "Checkpoint every N steps (0 = only at the end).")
     save_total_limit: Optional[int] = _f(2, "Keep at most N checkpoints.")
     seed: int = _f(42, "Training seed (data order, LoRA init, dropout).")

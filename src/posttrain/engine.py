@@ -118,6 +118,7 @@ def training_arguments(cfg: RunConfig, has_eval: bool) -> TrainingArguments:
         max_grad_norm=t.max_grad_norm,
         logging_steps=t.logging_steps,
         eval_strategy="steps" if (has_eval and t.eval_steps > 0) else "no",
+        eval_on_start=has_eval and t.eval_on_start,
         save_strategy="steps" if t.save_steps > 0 else "no",
         save_total_limit=t.save_total_limit,
         seed=t.seed,
@@ -177,13 +178,14 @@ def prepare_data(cfg: RunConfig, tokenizer) -> PreparedData:
     template = resolve_template(tokenizer, cfg.data.chat_template)
     train_rows, eval_rows = split_examples(cfg)
     train, train_stats = build_sft_dataset(
-        tokenizer, train_rows, template, cfg.loss, cfg.data.max_length, source=cfg.data.train_file
+        tokenizer, train_rows, template, cfg.loss, cfg.data.max_length, source=cfg.data.train_file,
+        overlong=cfg.data.overlong,
     )
     evals, eval_stats = None, None
     if eval_rows:  # held-out loss is always measured on output tokens (IM paper, Sec. 5.5)
         evals, eval_stats = build_sft_dataset(
             tokenizer, eval_rows, template, OUTPUT_ONLY, cfg.data.max_length,
-            source=cfg.data.eval_file or f"{cfg.data.train_file} (held-out split)",
+            source=cfg.data.eval_file or f"{cfg.data.train_file} (held-out split)", overlong=cfg.data.overlong,
         )
     return PreparedData(train, evals, train_stats, eval_stats, template)
 

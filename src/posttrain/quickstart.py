@@ -29,6 +29,8 @@ def quickstart_configs(out_dir: str, steps: int, data_file: str | None, model: s
         f"data.train_file={data_file}",
         "data.eval_size=48",
         "data.max_length=256",
+        "data.overlong=drop",  # IT and IM see exactly the same examples
+        "train.eval_on_start=true",
         "train.per_device_batch_size=8",
         f"train.max_steps={steps}",
         "train.learning_rate=5e-5",
@@ -42,7 +44,7 @@ def quickstart_configs(out_dir: str, steps: int, data_file: str | None, model: s
     return runs
 
 
-def run_quickstart(out_dir: str = "runs/quickstart", steps: int = 30, data_file: str | None = None,
+def run_quickstart(out_dir: str = "runs/quickstart", steps: int = 20, data_file: str | None = None,
                    model: str = "default", extra: list[str] | None = None, prompt: str = QUICKSTART_PROMPT) -> dict:
     from .engine import train
     from .generation import generate
@@ -51,17 +53,23 @@ def run_quickstart(out_dir: str = "runs/quickstart", steps: int = 30, data_file:
     configs = quickstart_configs(out_dir, steps, data_file, model, extra or [])
     results = {}
     start = time.time()
+    baseline = None
     for name, cfg in configs.items():
         print(f"\n=== {name}: loss.mode={cfg.loss.mode} -> {cfg.train.output_dir} ===", flush=True)
         model_obj, tokenizer = load_model_and_tokenizer(cfg.model, for_training=True)
         final = train(cfg, model=model_obj, tokenizer=tokenizer)
-        trained = final.pop("trainer").model.eval()
+        trainer = final.pop("trainer")
+        trained = trainer.model.eval()
         answer = generate(trained, tokenizer, [prompt], max_new_tokens=96)[0]
+        history = trainer.state.log_history
+        baseline = next((h["eval_output_loss"] for h in history if "eval_output_loss" in h and h.get("step") == 0), baseline)
         results[name] = {"eval_output_loss": final.get("eval_output_loss"), "train_loss": final["train_loss"],
                          "sample": answer, "run_dir": final["run_dir"]}
     print("\n" + "=" * 72)
     print(f"quickstart: {steps} steps each on {configs['IT'].data.train_file}")
     print(f"{'method':<8}{'train loss':>12}{'held-out output loss':>24}")
+    if baseline is not None:
+        print(f"{'start':<8}{'':>12}{baseline:>24.4f}")
     for name, r in results.items():
         print(f"{name:<8}{r['train_loss']:>12.4f}{r['eval_output_loss']:>24.4f}")
     print("(train loss is over each run's own trained tokens; held-out loss is on output tokens for both)")

@@ -52,6 +52,20 @@ class Rendered:
     input_ids: list[int]
     segments: list[int]  # TEMPLATE / INSTRUCTION / OUTPUT per token
     text: str
+    offsets: list[tuple[int, int]] | None = None  # character span of each token in ``text`` (None: special)
+
+    def pieces(self) -> list[str]:
+        """Per-token strings whose concatenation is ``text`` (gaps go to the preceding token)."""
+        if self.offsets is None:
+            raise ValueError("no offsets recorded")
+        starts = [start for start, _ in self.offsets] + [len(self.text)]
+        out, cursor = [], 0
+        for i, (start, end) in enumerate(self.offsets):
+            stop = max(end, min(starts[i + 1], len(self.text))) if i + 1 < len(self.offsets) else len(self.text)
+            stop = max(stop, cursor)
+            out.append(self.text[cursor:stop])
+            cursor = stop
+        return out
 
 
 def resolve_template(tokenizer, name: str) -> str | None:
@@ -133,15 +147,22 @@ def render_messages(tokenizer, messages: list[dict], template: str | None) -> Re
     text = tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False)
     spans = _extend_end_of_turn(text, _locate(text, messages), tokenizer.eos_token)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    return Rendered(list(enc["input_ids"]), _segments_from_offsets(enc["offset_mapping"], spans, len(text)), text)
+    offsets = [tuple(o) for o in enc["offset_mapping"]]
+    return Rendered(list(enc["input_ids"]), _segments_from_offsets(offsets, spans, len(text)), text, offsets)
 
 
 def render_text(tokenizer, text: str) -> Rendered:
     """Plain LM text: BOS (if the tokenizer uses one) + text + EOS; all content is OUTPUT."""
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = list(enc["input_ids"])
     prefix = [tokenizer.bos_token_id] if _adds_bos(tokenizer) else []
     suffix = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    return Rendered(prefix + list(ids) + suffix, [TEMPLATE] * len(prefix) + [OUTPUT] * (len(ids) + len(suffix)), text)
+    shown = (tokenizer.bos_token or "") * len(prefix) + text + (tokenizer.eos_token or "") * len(suffix)
+    shift = len(shown) - len(text) - len(tokenizer.eos_token or "") * len(suffix)
+    offsets = [(0, shift)] * len(prefix) + [(a + shift, b + shift) for a, b in enc["offset_mapping"]]
+    offsets += [(shift + len(text), len(shown))] * len(suffix)
+    segments = [TEMPLATE] * len(prefix) + [OUTPUT] * (len(ids) + len(suffix))
+    return Rendered(prefix + ids + suffix, segments, shown, offsets)
 
 
 def _adds_bos(tokenizer) -> bool:

@@ -25,18 +25,7 @@ MODES = {
 }
 
 
-def _pieces(tokenizer, ids: list[int]) -> list[str]:
-    """Token strings whose concatenation is the decoded text (so markers sit between real characters)."""
-    out, prev = [], ""
-    for i in range(len(ids)):
-        text = tokenizer.decode(ids[: i + 1], skip_special_tokens=False, clean_up_tokenization_spaces=False)
-        out.append(text[len(prev):] if text.startswith(prev) else tokenizer.decode([ids[i]]))
-        prev = text
-    return out
-
-
-def show_tokens(tokenizer, ids, segments, weights, colour: bool) -> str:
-    pieces = _pieces(tokenizer, ids) if len(ids) <= 4096 else [tokenizer.decode([i]) for i in ids]
+def show_tokens(pieces: list[str], segments, weights, colour: bool) -> str:
     if colour:
         return "".join(
             (f"{_COLOURS[s]}{p}{_RESET}" if w > 0 else f"{_DIM}{p}{_RESET}") for p, s, w in zip(pieces, segments, weights)
@@ -72,33 +61,35 @@ class MaskCounts:
     output_words: int = 0
 
 
-def count_masks(tokenizer, examples, template, loss: LossConfig, max_length: int) -> MaskCounts:
-    c = MaskCounts()
+def count_masks(tokenizer, examples, template, losses: dict, max_length: int) -> dict:
+    """Mask counts per loss mode (each example rendered once)."""
+    counts = {name: MaskCounts() for name in losses}
     for example in examples:
         rendered = render_example(tokenizer, example, template)
         ids, segs = rendered.input_ids[:max_length], rendered.segments[:max_length]
-        _, weights = labels_and_weights(ids, segs, loss)
-        c.examples += 1
-        c.tokens += len(ids)
-        c.trained += sum(1 for w in weights if w > 0)
-        c.masked += sum(1 for w in weights if w == 0)
-        c.instruction_tokens += segs.count(INSTRUCTION)
-        c.output_tokens += segs.count(OUTPUT)
-        c.template_tokens += segs.count(TEMPLATE)
-        for m in example.get("messages", []):  # whitespace words, as the IM paper's Table 5
-            words = len(m["content"].split())
-            if m["role"] == "assistant":
-                c.output_words += words
-            else:
-                c.instruction_words += words
-        if "text" in example:
-            c.output_words += len(example["text"].split())
-    return c
+        words_in = sum(len(m["content"].split()) for m in example.get("messages", []) if m["role"] != "assistant")
+        words_out = sum(len(m["content"].split()) for m in example.get("messages", []) if m["role"] == "assistant")
+        words_out += len(example["text"].split()) if "text" in example else 0  # IM paper Table 5: whitespace words
+        for name, loss in losses.items():
+            c = counts[name]
+            _, weights = labels_and_weights(ids, segs, loss)
+            trained = sum(1 for w in weights if w > 0)
+            c.examples += 1
+            c.tokens += len(ids)
+            c.trained += trained
+            c.masked += len(ids) - trained
+            c.instruction_tokens += segs.count(INSTRUCTION)
+            c.output_tokens += segs.count(OUTPUT)
+            c.template_tokens += segs.count(TEMPLATE)
+            c.instruction_words += words_in
+            c.output_words += words_out
+    return counts
 
 
 def inspect(cfg: RunConfig, tokenizer, examples: list[dict], *, n: int = 2, all_modes: bool = False,
-            stream: TextIO = sys.stdout, colour: bool | None = None) -> dict:
+            stream: TextIO | None = None, colour: bool | None = None) -> dict:
     """Print the first ``n`` examples with their masks, then mask counts; returns the counts per mode."""
+    stream = stream or sys.stdout  # looked up per call: sys.stdout may be replaced (pipes, test capture)
     colour = stream.isatty() if colour is None else colour
     template = resolve_template(tokenizer, cfg.data.chat_template)
     modes = MODES if all_modes else {describe_mode(cfg.loss): cfg.loss}
@@ -114,12 +105,11 @@ def inspect(cfg: RunConfig, tokenizer, examples: list[dict], *, n: int = 2, all_
         for name, loss in modes.items():
             _, weights = labels_and_weights(ids, segs, loss)
             write(f"=== example {index} | {name} | {len(ids)} tokens, {sum(w > 0 for w in weights)} trained ===")
-            write(show_tokens(tokenizer, ids, segs, weights, colour))
+            write(show_tokens(rendered.pieces()[: len(ids)], segs, weights, colour))
     results = {}
     write("")
     write(f"{'mode':<48} {'examples':>8} {'tokens':>9} {'trained':>9} {'masked':>9} {'trained%':>8}")
-    for name, loss in modes.items():
-        c = count_masks(tokenizer, examples, template, loss, cfg.data.max_length)
+    for name, c in count_masks(tokenizer, examples, template, modes, cfg.data.max_length).items():
         results[name] = dataclasses.asdict(c)
         pct = 100.0 * c.trained / max(c.tokens, 1)
         write(f"{name:<48} {c.examples:>8} {c.tokens:>9} {c.trained:>9} {c.masked:>9} {pct:>7.1f}%")

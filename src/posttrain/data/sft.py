@@ -28,6 +28,7 @@ from .chat import render_example
 class BuildStats:
     examples: int = 0
     truncated: int = 0
+    dropped_overlong: int = 0
     dropped_no_target: int = 0
     tokens: int = 0
     trained_tokens: int = 0
@@ -47,14 +48,21 @@ def encode_example(tokenizer, example: dict, template, loss: LossConfig, max_len
     }
 
 
-def build_sft_dataset(tokenizer, examples: list[dict], template, loss: LossConfig, max_length: int, *, source=""):
+def build_sft_dataset(tokenizer, examples: list[dict], template, loss: LossConfig, max_length: int, *, source="",
+                      overlong: str = "truncate"):
     """Returns (``datasets.Dataset`` with input_ids/labels/loss_weights/segments, ``BuildStats``)."""
     import datasets
 
+    from tqdm.auto import tqdm
+
     stats, rows = BuildStats(), []
-    for example in examples:
+    for example in tqdm(examples, desc="tokenising", unit="ex", disable=len(examples) < 2000, leave=False):
         encoded = encode_example(tokenizer, example, template, loss, max_length)
-        stats.truncated += encoded.pop("truncated")
+        if encoded.pop("truncated"):
+            if overlong == "drop":
+                stats.dropped_overlong += 1
+                continue
+            stats.truncated += 1
         if not any(w > 0 for w in encoded["loss_weights"]):
             stats.dropped_no_target += 1
             continue
@@ -66,8 +74,9 @@ def build_sft_dataset(tokenizer, examples: list[dict], template, loss: LossConfi
         rows.append(encoded)
     if not rows:
         raise DataError(
-            f"{source}: no example has a trained token after rendering and truncation to {max_length} tokens "
-            "(raise data.max_length or check loss.mode)"
+            f"{source}: no example left with a trained token within {max_length} tokens "
+            f"({stats.dropped_overlong} dropped as over-long, {stats.dropped_no_target} with no target; "
+            "raise data.max_length or check loss.mode)"
         )
     return datasets.Dataset.from_list(rows), stats
 

