@@ -7,7 +7,8 @@ only, so both frameworks see identical prompt/completion pairs, truncated to ``-
 completion tokens only, and reports:
 
 - tokens/s = real (non-padding) input tokens of the measured steps / wall time of those steps;
-- peak RSS of the child process (model, optimizer state, activations, logits; CPU here).
+- peak RSS of the child process between the start and the end of ``Trainer.train`` (model, gradients,
+  optimizer state, activations, logits; CPU here), sampled every 20 ms; the lifetime maximum is also recorded.
 
 Usage:
     python benchmarks/sft_throughput.py                       # all configurations, writes docs/benchmarks/*
@@ -33,13 +34,16 @@ LIMA = ROOT / ".." / "shared" / "data" / "instruction" / "lima_data.jsonl"
 OUT = ROOT / "docs" / "benchmarks"
 
 CONFIGS = {
-    # name: (framework, adapter, padding-free/packing)
-    "trl-full": ("trl", "full", False),
-    "posttrain-full": ("posttrain", "full", False),
-    "trl-lora": ("trl", "lora", False),
-    "posttrain-lora": ("posttrain", "lora", False),
-    "trl-full-padding-free": ("trl", "full", True),
-    "posttrain-full-packing": ("posttrain", "full", True),
+    # name: (framework, adapter, padding-free/packing, gradient checkpointing)
+    # TRL's SFTConfig turns gradient checkpointing on by default; it is set explicitly here so pairs match.
+    "trl-full": ("trl", "full", False, False),
+    "posttrain-full": ("posttrain", "full", False, False),
+    "trl-lora": ("trl", "lora", False, False),
+    "posttrain-lora": ("posttrain", "lora", False, False),
+    "trl-full-packing": ("trl", "full", True, False),
+    "posttrain-full-packing": ("posttrain", "full", True, False),
+    "trl-full-ckpt": ("trl", "full", False, True),
+    "posttrain-full-ckpt": ("posttrain", "full", False, True),
 }
 
 
@@ -47,18 +51,20 @@ CONFIGS = {
 
 
 class PeakRSS:
-    """Samples this process's resident set size every 20 ms (ru_maxrss also reports the lifetime peak)."""
+    """Samples this process's resident set size every 20 ms while ``active`` (set from train begin to end)."""
 
     def __init__(self):
         self.peak = 0
+        self.active = True
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
         page = os.sysconf("SC_PAGE_SIZE")
         while not self._stop.is_set():
-            with open("/proc/self/statm") as handle:
-                self.peak = max(self.peak, int(handle.read().split()[1]) * page)
+            if self.active:
+                with open("/proc/self/statm") as handle:
+                    self.peak = max(self.peak, int(handle.read().split()[1]) * page)
             time.sleep(0.02)
 
     def __enter__(self):
@@ -70,20 +76,15 @@ class PeakRSS:
         self._thread.join()
 
 
-def make_callback(warmup: int, token_counts: list, marks: dict):
+def make_callback(warmup: int, marks: dict, rss: PeakRSS):
     from transformers import TrainerCallback
 
     class Timing(TrainerCallback):
-        def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
-            inner = train_dataloader.collate_fn
+        def on_train_begin(self, args, state, control, **kwargs):
+            rss.active = True
 
-            def counting(features):
-                batch = inner(features)
-                mask = batch.get("attention_mask")
-                token_counts.append(int(mask.sum()) if mask is not None else int(batch["input_ids"].numel()))
-                return batch
-
-            train_dataloader.collate_fn = counting
+        def on_train_end(self, args, state, control, **kwargs):
+            rss.active = False  # saving the final model etc. is not part of the training step
 
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step == warmup:
@@ -93,6 +94,18 @@ def make_callback(warmup: int, token_counts: list, marks: dict):
     return Timing()
 
 
+def count_tokens(model, token_counts: list):
+    """Real tokens of every training forward (attention-mask sum, or all tokens of a padding-free row)."""
+
+    def hook(module, args, kwargs):
+        if module.training:
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            mask = kwargs.get("attention_mask")
+            token_counts.append(int(mask.sum()) if mask is not None and mask.dim() == 2 else int(ids.numel()))
+
+    model.register_forward_pre_hook(hook, with_kwargs=True)
+
+
 def child(spec: dict) -> dict:
     import torch
 
@@ -100,14 +113,17 @@ def child(spec: dict) -> dict:
     from posttrain.config import ModelConfig
     from posttrain.models import load_model_and_tokenizer
 
-    framework, adapter, packed = CONFIGS[spec["name"]]
+    framework, adapter, packed, ckpt = CONFIGS[spec["name"]]
     rows = [json.loads(line) for line in Path(spec["data"]).read_text().splitlines()]
     model, tokenizer = load_model_and_tokenizer(ModelConfig(), for_training=True)
     token_counts, marks = [], {}
-    callback = make_callback(spec["warmup"], token_counts, marks)
+    count_tokens(model, token_counts)
     total_steps = spec["warmup"] + spec["steps"]
     workdir = tempfile.mkdtemp(prefix=f"bench-{spec['name']}-")
-    with PeakRSS() as rss:
+    rss = PeakRSS()
+    rss.active = False
+    callback = make_callback(spec["warmup"], marks, rss)
+    with rss:
         if framework == "posttrain":
             from posttrain.config import load_config
             from posttrain.engine import train
@@ -120,6 +136,7 @@ def child(spec: dict) -> dict:
                 f"train.per_device_batch_size={spec['batch_size']}", f"train.max_steps={total_steps}",
                 "train.learning_rate=1e-5", "train.warmup_ratio=0", f"train.packing={str(packed).lower()}",
                 f"train.output_dir={workdir}/run", "train.progress=false", "train.logging_steps=1000",
+                f"train.gradient_checkpointing={str(ckpt).lower()}",
             ])
             train(cfg, model=model, tokenizer=tokenizer, callbacks=[callback])
         else:
@@ -131,8 +148,8 @@ def child(spec: dict) -> dict:
                 output_dir=f"{workdir}/run", max_length=spec["max_length"], per_device_train_batch_size=spec["batch_size"],
                 max_steps=total_steps, learning_rate=1e-5, lr_scheduler_type="linear", warmup_steps=0,
                 logging_steps=1000, save_strategy="no", report_to="none", disable_tqdm=True,
-                padding_free=packed, completion_only_loss=True, dataloader_pin_memory=False, optim="adamw_torch",
-                adam_beta2=0.98, adam_epsilon=1e-6,
+                packing=packed, packing_strategy="bfd", completion_only_loss=True, dataloader_pin_memory=False, optim="adamw_torch",
+                adam_beta2=0.98, adam_epsilon=1e-6, bf16=False, gradient_checkpointing=ckpt,
             )
             peft_config = None
             if adapter == "lora":
@@ -141,13 +158,16 @@ def child(spec: dict) -> dict:
             trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                                  processing_class=tokenizer, peft_config=peft_config, callbacks=[callback])
             trainer.train()
+    if len(token_counts) < total_steps:
+        raise RuntimeError(f"counted {len(token_counts)} batches for {total_steps} steps")
     measured = token_counts[spec["warmup"]: total_steps]
     seconds = marks["end"] - marks["start"]
     return {
-        "name": spec["name"], "framework": framework, "adapter": adapter, "padding_free": packed,
+        "name": spec["name"], "framework": framework, "adapter": adapter, "padding_free": packed, "gradient_checkpointing": ckpt,
         "steps_measured": len(measured), "tokens_measured": sum(measured), "seconds": round(seconds, 3),
         "tokens_per_s": round(sum(measured) / seconds, 2),
-        "peak_rss_mb": round(max(rss.peak, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20, 1),
+        "peak_rss_mb": round(rss.peak / 2**20, 1),
+        "lifetime_max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10, 1),
     }
 
 
@@ -231,7 +251,8 @@ def main():
     ok = {r["name"]: r for r in results if "error" not in r}
     ratios = {}
     for ours, theirs in (("posttrain-full", "trl-full"), ("posttrain-lora", "trl-lora"),
-                         ("posttrain-full-packing", "trl-full"), ("posttrain-full-packing", "trl-full-padding-free")):
+                         ("posttrain-full-packing", "trl-full"), ("posttrain-full-packing", "trl-full-packing"),
+                         ("posttrain-full-ckpt", "trl-full-ckpt")):
         if ours in ok and theirs in ok:
             ratios[f"{ours} / {theirs}"] = {
                 "throughput": round(ok[ours]["tokens_per_s"] / ok[theirs]["tokens_per_s"], 3),

@@ -1,6 +1,7 @@
 """losses.py + data/sft.py: the weighted loss equals a hand computation; packing and padding agree."""
 
 import torch
+import torch.nn.functional as F
 
 from posttrain.config import LossConfig
 from posttrain.data.sft import SFTCollator, build_sft_dataset
@@ -54,20 +55,55 @@ def test_token_mean_matches_transformers_loss_for_unit_weights(tokenizer, tiny_l
     assert torch.allclose(ours, ref, atol=1e-6)
 
 
-def test_logits_only_at_trained_positions(tokenizer, tiny_llama):
+def test_head_sees_only_trained_positions(tokenizer, tiny_llama, monkeypatch):
+    from posttrain import losses
+
     ds, stats = build_sft_dataset(tokenizer, EXAMPLES[:2], None, LossConfig(mode="output_only"), 512)
     batch = SFTCollator(tokenizer.pad_token_id)(ds.to_list())
     seen = {}
+    real = losses.FusedLinearCrossEntropy.apply
 
-    def record(module, args, output):
-        seen["rows"] = args[0].reshape(-1, args[0].shape[-1]).shape[0]
+    def spy(hidden, weight, targets, weights):
+        seen["rows"] = hidden.shape[0]
+        return real(hidden, weight, targets, weights)
 
-    hook = tiny_llama.lm_head.register_forward_hook(record)
-    try:
-        weighted_nll_sum(tiny_llama, batch)
-    finally:
-        hook.remove()
+    monkeypatch.setattr(losses.FusedLinearCrossEntropy, "apply", spy)
+    weighted_nll_sum(tiny_llama, batch)
     assert seen["rows"] == int(target_positions(batch["loss_weights"]).sum()) == stats.trained_tokens
+    assert isinstance(tiny_llama.lm_head, torch.nn.Linear)  # the head is restored after the call
+
+
+def test_fused_chunked_loss_and_gradients_equal_full_logits(tokenizer, monkeypatch):
+    """Value and gradients (every parameter, tied head included) match F.cross_entropy on full logits."""
+    from conftest import make_tiny_llama
+
+    from posttrain import losses
+
+    monkeypatch.setattr(losses, "CHUNK_ELEMENTS", len(tokenizer) * 7)  # 7 rows per chunk: many chunks
+    ds, _ = build_sft_dataset(tokenizer, EXAMPLES, None, LossConfig(mode="instruction_and_output",
+                                                                    prompt_loss_weight=0.4), 512)
+    batch = SFTCollator(tokenizer.pad_token_id)(ds.to_list())
+    fused_model, ref_model = make_tiny_llama(len(tokenizer)), make_tiny_llama(len(tokenizer))
+    fused = weighted_nll_sum(fused_model, batch)
+    fused.backward()
+    logits = ref_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1),
+                          reduction="none", ignore_index=-100)
+    ref = (nll * batch["loss_weights"][:, 1:].reshape(-1)).sum()
+    ref.backward()
+    assert torch.allclose(fused, ref, rtol=1e-5, atol=1e-5)
+    for (name, p), (_, q) in zip(fused_model.named_parameters(), ref_model.named_parameters()):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-6), name
+
+
+def test_eval_nll_matches_training_path(tokenizer, tiny_llama):
+    from posttrain.losses import token_nll
+
+    ds, _ = build_sft_dataset(tokenizer, EXAMPLES, None, LossConfig(mode="output_only"), 512)
+    batch = SFTCollator(tokenizer.pad_token_id)(ds.to_list())
+    with torch.no_grad():
+        nll, weights = token_nll(tiny_llama, batch)
+        assert torch.allclose((nll * weights).sum(), weighted_nll_sum(tiny_llama, batch), atol=1e-5)
 
 
 def test_packing_layout(tokenizer):

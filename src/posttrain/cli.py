@@ -134,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="section.key=value overrides applied to both runs")
     p.set_defaults(func=_cmd_quickstart)
 
+    from .stepgame.cli import register as register_stepgame
+
+    register_stepgame(sub)
+
     p = sub.add_parser("config", help="list every config key with its default and help, or resolve a recipe")
     p.add_argument("config", nargs="?", help="YAML recipe to resolve and print (omit to list all keys)")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides")
