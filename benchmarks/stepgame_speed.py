@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from posttrain.io_utils import atomic_write_json
-from posttrain.stepgame.cli import main as stepgame_cli
+from posttrain.cli import main as stepgame_cli
 from posttrain.stepgame.generator import iter_pairs
 from posttrain.stepgame.solver import solve
 

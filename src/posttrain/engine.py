@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import math
 import platform
 import sys
 import time
@@ -25,11 +24,11 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from . import __version__
 from .callbacks import MetricsCallback, StopAtStepCallback
-from .config import LossConfig, RunConfig, to_dict, write_config
+from .config import LossConfig, RunConfig, write_config
 from .data.chat import resolve_template
 from .data.instruction import load_examples
 from .data.sft import SFTCollator, build_sft_dataset
-from .errors import ConfigError, DataError
+from .errors import ConfigError
 from .io_utils import atomic_write_json
 from .losses import token_nll, weighted_nll_sum
 from .methods import ADAPTERS
@@ -297,6 +296,3 @@ def _step_of(checkpoint: Path | None) -> int | None:
     except ValueError:
         return None
 
-
-def is_finite(value) -> bool:
-    return value is None or math.isfinite(value)

@@ -9,11 +9,10 @@ Wire into the main parser with ``register(subparsers)``; handlers raise ``Posttr
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import Counter
 from pathlib import Path
 
-from ..errors import ConfigError, PosttrainError
+from ..errors import ConfigError
 from ..io_utils import atomic_write_json
 
 
@@ -138,21 +137,3 @@ def register(subparsers) -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_solve)
     return p
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (``python -m posttrain.stepgame.cli``) until the main CLI wires ``register`` in."""
-    parser = argparse.ArgumentParser(prog="posttrain")
-    register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    try:
-        return args.func(args)
-    except PosttrainError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
