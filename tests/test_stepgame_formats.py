@@ -99,3 +99,14 @@ def test_cli_register_generate_and_solve(tmp_path, capsys):
     assert "error:" in capsys.readouterr().err
     assert parse_k_range("1-3,5") == [1, 2, 3, 5]
     assert main(["stepgame", "generate", "--k", "0-12", "--out", str(tmp_path)]) == 2
+
+
+def test_non_utf8_and_non_object_lines_are_data_errors(tmp_path):
+    bad = tmp_path / "latin.json"
+    bad.write_bytes(b'{"0": {"story": ["caf\xe9"]}}')
+    with pytest.raises(DataError, match="not valid UTF-8"):
+        read_json(bad)
+    lines = tmp_path / "x.jsonl"
+    lines.write_text(json.dumps(GOOD) + "\n[1, 2]\n")
+    with pytest.raises(DataError, match=r"x\.jsonl:2: expected a JSON object"):
+        read_jsonl(lines)

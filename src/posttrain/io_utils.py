@@ -1,6 +1,8 @@
-"""Atomic file writes: a temporary file in the same directory, fsync, then rename.
+"""File I/O shared by every reader and writer.
 
-A run killed at any moment leaves either the old file or the new one, never a truncated file.
+Writes are atomic (a temporary file in the same directory, fsync, then rename): a run killed at any moment leaves
+either the old file or the new one, never a truncated file. ``iter_json_lines`` is the one JSON Lines scanner,
+reporting problems as ``file:line: what is wrong``.
 """
 
 from __future__ import annotations
@@ -9,6 +11,29 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterator
+
+from .errors import DataError
+
+
+def iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line; bad bytes, bad JSON or a non-object raise DataError."""
+    path = Path(path)
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(f"{path}:{number}: not valid UTF-8 (byte {err.start})") from None
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}:{number}: malformed JSON ({err.msg} at column {err.colno})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+            yield number, row
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -15,11 +15,11 @@ Files: ``.jsonl``, ``.json`` (JSON Lines or one array), ``.csv``, ``.parquet``. 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import DataError
+from ..io_utils import iter_json_lines
 
 FORMATS = ("messages", "alpaca", "prompt_completion", "text")
 ROLES = ("system", "user", "assistant")
@@ -61,27 +61,6 @@ def _is_json_lines(path: Path) -> bool:
     return True
 
 
-def _scan_json_lines(path: Path) -> list[dict]:
-    """Line-by-line parse used to locate the exact bad line when the fast reader fails."""
-    rows = []
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise DataError(f"{path}:{number}: not valid UTF-8 (byte {err.start})") from None
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{number}: malformed JSON ({err.msg} at column {err.colno})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
-    return rows
-
-
 def read_rows(path: str | Path) -> list[dict]:
     """Read a data file through ``datasets`` and return its rows as dicts."""
     path = Path(path)
@@ -100,7 +79,7 @@ def read_rows(path: str | Path) -> list[dict]:
         rows = ds.to_list()
     except Exception as err:  # the arrow readers' errors carry no line numbers: find the bad line ourselves
         if suffix in (".jsonl", ".json") and _is_json_lines(path):
-            rows = _scan_json_lines(path)
+            rows = [row for _, row in iter_json_lines(path)]
             detect_and_normalise(rows, path)  # raises with file:line when a row is the problem
             return rows
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__

@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 
 from ..errors import DataError
-from ..io_utils import atomic_write_text
+from ..io_utils import atomic_write_text, iter_json_lines
 from .templates import LABELS
 
 FORMATS = ("json", "jsonl", "babi")
@@ -70,7 +70,10 @@ def _open(path) -> tuple[Path, str]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    return path, path.read_text(encoding="utf-8")
+    try:
+        return path, path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not valid UTF-8 (byte {err.start})") from None
 
 
 def read_json(path) -> list[dict]:
@@ -92,17 +95,13 @@ def read_json(path) -> list[dict]:
 
 
 def read_jsonl(path) -> list[dict]:
-    path, text = _open(path)
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
     out = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}: line {n}: malformed JSON: {err.msg}") from None
+    for n, rec in iter_json_lines(path):
         ex = _check(path, f"line {n}", rec)
-        ex["k_hop"] = _k_hop(path, f"line {n}", rec.get("k_hop") if isinstance(rec, dict) else None)
+        ex["k_hop"] = _k_hop(path, f"line {n}", rec.get("k_hop"))
         out.append({"id": str(rec.get("id", len(out))), **ex})
     return out
 
