@@ -82,6 +82,28 @@ def _cmd_config(args) -> int:
     return 0
 
 
+def _cmd_dept_budget(args) -> int:
+    from .methods.soft_prompt import budget_table
+
+    if args.hidden_size:
+        d, where = args.hidden_size, "--hidden-size"
+    else:
+        from .models import load_model_config
+
+        config = load_model_config(args.model)
+        d, where = config.hidden_size, f"{args.model} ({type(config).__name__})"
+    try:
+        ms = [int(x) for x in args.m.split(",")] if args.m else None
+    except ValueError:
+        raise PosttrainError(f"--m {args.m!r}: expected comma-separated integers, e.g. 100,80,60,40") from None
+    rows = budget_table(args.length, args.max_length, d, ms)
+    print(f"DePT budget matching prompt tuning with L={args.length} tokens: d={d} from {where}, s={args.max_length}")
+    print("m\tr\tparameters\tof PT budget")
+    for row in rows:
+        print(f"{row['m']}\t{row['r']}\t{row['parameters']:,}\t{row['ratio']:.4f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="posttrain",
@@ -137,6 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
     from .stepgame.cli import register as register_stepgame
 
     register_stepgame(sub)
+
+    p = sub.add_parser("dept-budget", help="DePT (m, r) pairs with prompt tuning's parameter budget for a model")
+    p.add_argument("--model", default="default", help="model spec whose hidden size d is used (default: SmolLM2)")
+    p.add_argument("--hidden-size", type=int, default=0, help="use this d instead of reading a model config")
+    p.add_argument("--length", type=int, default=100, help="prompt-tuning length L whose budget L*d is matched")
+    p.add_argument("--max-length", type=int, default=256, help="DePT offset length s (the input length)")
+    p.add_argument("--m", default="", help="comma-separated soft-prompt lengths (default: L, 0.8L, ..., 0)")
+    p.set_defaults(func=_cmd_dept_budget)
 
     p = sub.add_parser("config", help="list every config key with its default and help, or resolve a recipe")
     p.add_argument("config", nargs="?", help="YAML recipe to resolve and print (omit to list all keys)")

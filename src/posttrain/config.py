@@ -54,6 +54,10 @@ class DataConfig:
         "(tulu, chatml, plain).",
     )
     max_length: int = _f(1024, "Truncate rendered examples to this many tokens (right truncation).")
+    pad_to_max_length: bool = _f(
+        False, "Pad every batch to max_length (the DePT reference); default pads to the batch's longest example."
+    )
+    padding_side: Literal["right", "left"] = _f("right", "Where batches are padded (the DePT reference: left).")
     overlong: Literal["truncate", "drop"] = _f(
         "truncate",
         "Examples longer than max_length: truncate them (right), or drop them (so every loss mode trains on exactly "
@@ -89,7 +93,11 @@ class LossConfig:
 
 @dataclass
 class AdapterConfig:
-    type: Literal["full", "lora"] = _f("full", "Trainable parameters: full fine-tuning or a PEFT LoRA adapter.")
+    type: Literal["full", "lora", "prompt_tuning", "dept"] = _f(
+        "full",
+        "Trainable parameters: full fine-tuning, a PEFT LoRA adapter, a soft prompt (prompt_tuning), or DePT "
+        "(a shorter soft prompt + a low-rank position-wise offset to the input embeddings; Shi & Lipani 2024).",
+    )
     lora_r: int = _f(8, "LoRA rank r of the update B A.")
     lora_alpha: float = _f(16.0, "LoRA alpha (scale = alpha / r).")
     lora_dropout: float = _f(0.0, "Dropout on the LoRA branch input.")
@@ -97,6 +105,27 @@ class AdapterConfig:
         ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         "Module names LoRA wraps ('all-linear' as a one-item list for PEFT's shortcut).",
     )
+    num_virtual_tokens: int = _f(100, "Soft-prompt length m (prompt_tuning, dept). DePT paper: 60 (PT baseline 100).")
+    dept_rank: int = _f(30, "DePT rank r of the offset A (s x r) B (r x d); `posttrain dept-budget` matches PT's budget.")
+    dept_max_length: int = _f(
+        0, "DePT offset length s (rows of A); 0 = data.max_length. Inputs may not have more real tokens than s."
+    )
+    dept_alpha: float = _f(8.0, "DePT scale alpha: the offset is (alpha / sqrt(r)) A B (reference: 8).")
+    offset_positions: Literal["real_tokens", "absolute"] = _f(
+        "real_tokens",
+        "Which offset row a token gets: real_tokens = its index among the example's non-padding tokens (padding-"
+        "independent, allows dynamic padding); absolute = its padded position, as the DePT reference code does "
+        "(combine with data.pad_to_max_length and data.padding_side=left to reproduce it).",
+    )
+    prompt_init: Literal["random", "vocab", "text"] = _f(
+        "text", "Soft-prompt init: uniform(-0.5, 0.5), embeddings of sampled vocabulary tokens, or a text's tokens."
+    )
+    prompt_init_text: str = _f(
+        "Classify this text is postive or not:",
+        "Text whose token embeddings (repeated/truncated to m) initialise the prompt (the DePT reference's, sic).",
+    )
+    prompt_learning_rate: float = _f(3e-1, "Learning rate of the soft prompt P (DePT: 3e-1 or 4e-1).")
+    offset_learning_rate: float = _f(1e-4, "Learning rate of DePT's A and B (DePT: 1e-4 to 5e-3).")
 
 
 @dataclass
@@ -175,6 +204,22 @@ def validate(cfg: RunConfig) -> None:
         bad("train.max_steps", "set max_steps > 0 or num_epochs > 0")
     if cfg.adapter.type == "lora" and cfg.adapter.lora_r < 1:
         bad("adapter.lora_r", "must be >= 1")
+    soft = cfg.adapter.type in ("prompt_tuning", "dept")
+    if soft and cfg.train.packing:
+        bad("train.packing", f"not supported with adapter.type={cfg.adapter.type} (each example needs its own prompt)")
+    if soft and cfg.adapter.num_virtual_tokens < (1 if cfg.adapter.type == "prompt_tuning" else 0):
+        bad("adapter.num_virtual_tokens", "must be >= 1 for prompt_tuning (>= 0 for dept)")
+    if cfg.adapter.type == "dept":
+        if cfg.adapter.dept_rank < 1:
+            bad("adapter.dept_rank", "must be >= 1 for dept (r = 0 is prompt_tuning)")
+        if cfg.adapter.dept_max_length and cfg.adapter.dept_max_length < cfg.data.max_length:
+            bad("adapter.dept_max_length", f"s={cfg.adapter.dept_max_length} is shorter than data.max_length="
+                f"{cfg.data.max_length}; inputs can have more tokens than the offset has rows")
+    if cfg.adapter.offset_positions == "absolute" and cfg.data.padding_side == "left" and not cfg.data.pad_to_max_length:
+        bad("adapter.offset_positions", "absolute offsets with left padding need data.pad_to_max_length=true "
+            "(otherwise a token's offset row depends on the batch)")
+    if cfg.data.pad_to_max_length and cfg.train.packing:
+        bad("data.pad_to_max_length", "conflicts with train.packing")
     if cfg.train.packing and cfg.train.group_by_length:
         bad("train.group_by_length", "not needed with train.packing (there is no padding to save)")
 

@@ -31,16 +31,51 @@ from .data.sft import SFTCollator, build_sft_dataset
 from .errors import ConfigError
 from .io_utils import atomic_write_json
 from .losses import token_nll, weighted_nll_sum
-from .methods import ADAPTERS
+from .methods import ADAPTERS, DESCRIBE, OPTIMIZER_GROUPS
 from .methods.instruction_loss import describe as describe_loss
 
 OUTPUT_ONLY = LossConfig(mode="output_only")
 
 
 class PosttrainTrainer(Trainer):
-    """Trainer whose loss is sum(w * nll) / (sum of w over the whole optimizer step, all processes)."""
+    """Trainer whose loss is sum(w * nll) / (sum of w over the whole optimizer step, all processes).
+
+    Methods plug in through two optional hooks: ``param_groups`` (a list of optimizer groups with their own
+    learning rates, e.g. DePT's) and, on the model, ``posttrain_save(dir)`` / ``posttrain_load(dir)`` for methods
+    whose checkpoint is a small adapter file rather than the whole model (soft prompts).
+    """
 
     loss_is_scaled_for_ga = True
+
+    def __init__(self, *args, param_groups: list[dict] | None = None, **kwargs):
+        self._param_groups = param_groups
+        super().__init__(*args, **kwargs)
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None and self._param_groups is not None:
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
+            optimizer_kwargs.pop("lr", None)  # each group carries its own learning rate
+            self.optimizer = optimizer_cls(self._param_groups, **optimizer_kwargs)
+        return super().create_optimizer(model)
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        saver = getattr(self.accelerator.unwrap_model(self.model), "posttrain_save", None)
+        if saver is None:
+            return super()._save(output_dir, state_dict)
+        if not self.args.should_save:
+            return None
+        output_dir = output_dir or self.args.output_dir
+        saver(output_dir)
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
+        return None
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        loader = getattr(self.accelerator.unwrap_model(model or self.model), "posttrain_load", None)
+        if loader is None:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        loader(resume_from_checkpoint)
+        return None
 
     def _get_num_items_in_batch(self, batch_samples, device):
         total = sum(float(b["loss_normalizer"]) for b in batch_samples)
@@ -219,7 +254,7 @@ def run_metadata(cfg: RunConfig, model, data: PreparedData) -> dict:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "model": describe_model(model),
         "loss": describe_loss(cfg.loss),
-        "adapter": cfg.adapter.type,
+        "adapter": describe_adapter(cfg, model),
         "chat_template": cfg.data.chat_template,
         "optimizer": {
             "name": "adamw_torch",
@@ -232,6 +267,13 @@ def run_metadata(cfg: RunConfig, model, data: PreparedData) -> dict:
             "eval": dataclasses.asdict(data.eval_stats) if data.eval_stats else None,
         },
     }
+
+
+def describe_adapter(cfg: RunConfig, model) -> dict:
+    """What trains, with the method's named choices (recorded in run_meta.json)."""
+    out = {"type": cfg.adapter.type, "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+    describe = DESCRIBE.get(cfg.adapter.type)
+    return {**out, **(describe(cfg) if describe else {})}
 
 
 def train(cfg: RunConfig, *, resume: bool = False, callbacks: list[TrainerCallback] | None = None,
@@ -256,7 +298,8 @@ def train(cfg: RunConfig, *, resume: bool = False, callbacks: list[TrainerCallba
     if model is None or tokenizer is None:
         model, tokenizer = load_model_and_tokenizer(cfg.model, for_training=True)
     data = prepare_data(cfg, tokenizer)
-    model = ADAPTERS[cfg.adapter.type](model, cfg.adapter)
+    model = ADAPTERS[cfg.adapter.type](model, cfg, tokenizer)
+    groups_of = OPTIMIZER_GROUPS.get(cfg.adapter.type)
 
     args = training_arguments(cfg, has_eval=data.eval is not None)
     metrics_cb = MetricsCallback(run_dir, resume_step=_step_of(checkpoint))
@@ -265,9 +308,13 @@ def train(cfg: RunConfig, *, resume: bool = False, callbacks: list[TrainerCallba
         args=args,
         train_dataset=data.train,
         eval_dataset=data.eval,
-        data_collator=SFTCollator(tokenizer.pad_token_id, cfg.train.packing, cfg.loss.reduction),
+        data_collator=SFTCollator(
+            tokenizer.pad_token_id, cfg.train.packing, cfg.loss.reduction,
+            pad_to=cfg.data.max_length if cfg.data.pad_to_max_length else None, padding_side=cfg.data.padding_side,
+        ),
         processing_class=tokenizer,
         callbacks=[metrics_cb, *(callbacks or [])],
+        param_groups=groups_of(model, cfg) if groups_of else None,
     )
     if trainer.is_world_process_zero():
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,8 @@
 
 A *model spec* is anything ``models.load_model_and_tokenizer`` accepts (``default``, a hub id, a directory, a
 ``.gguf`` file) or a posttrain run directory (holding ``config.yaml`` and ``final/``): a full fine-tune's
-``final/`` is a complete model; a LoRA run's ``final/`` is a PEFT adapter loaded onto the run's base model.
+``final/`` is a complete model; a LoRA run's ``final/`` is a PEFT adapter loaded onto the run's base model; a
+prompt-tuning/DePT run's ``final/`` is a soft-prompt adapter (``methods/soft_prompt_io.py``) wrapped around it.
 """
 
 from __future__ import annotations
@@ -31,7 +32,12 @@ def load_for_inference(spec: str, dtype: str = "float32"):
             raise ModelLoadError(f"{spec}: run directory has no final/ weights (did the run finish?)")
         cfg = load_config(Path(spec) / "config.yaml")
         final = Path(spec) / "final"
-        if (final / "adapter_config.json").is_file():
+        from .methods.soft_prompt_io import is_soft_prompt_dir, load_soft_prompt
+
+        if is_soft_prompt_dir(final):  # prompt tuning / DePT: P, A, B on the run's base model
+            model, tokenizer = load_model_and_tokenizer(replace(cfg.model, dtype=dtype), for_training=False)
+            model = load_soft_prompt(model, final)
+        elif (final / "adapter_config.json").is_file():
             from peft import PeftModel
 
             model, tokenizer = load_model_and_tokenizer(replace(cfg.model, dtype=dtype), for_training=False)

@@ -314,3 +314,22 @@ def load_tokenizer(cfg: ModelConfig):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     return tokenizer
+
+
+def load_model_config(name_or_path: str, trust_remote_code: bool = False):
+    """The transformers config of a model spec (``default``, .gguf file, directory, hub id) without its weights."""
+    from transformers import AutoConfig
+
+    name = str(name_or_path).strip()
+    path = Path(name).expanduser()
+    if name == "default":
+        path = ensure_converted(default_gguf_path())
+    elif path.is_file() and path.suffix.lower() == ".gguf":
+        path = ensure_converted(path)
+    elif not path.exists() and _looks_like_path(name):
+        raise ModelLoadError(f"{name}: no such file or directory")
+    try:
+        return AutoConfig.from_pretrained(str(path) if path.exists() else name, trust_remote_code=trust_remote_code,
+                                          local_files_only=_is_offline() or path.exists())
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"{name}: cannot read the model config ({_first_line(err)})") from None

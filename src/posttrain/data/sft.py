@@ -86,6 +86,8 @@ class SFTCollator:
     pad_token_id: int
     packing: bool = False
     reduction: str = "token_mean"
+    pad_to: int | None = None  # pad every batch to this length (the DePT reference); None = the longest example
+    padding_side: str = "right"
 
     def _example_weights(self, weights: list[float]) -> torch.Tensor:
         w = torch.tensor(weights, dtype=torch.float32)
@@ -113,6 +115,8 @@ class SFTCollator:
             }
         else:
             longest = max(len(x) for x in ids)
+            if self.pad_to is not None:
+                longest = max(longest, self.pad_to)
             batch = {
                 "input_ids": torch.full((len(ids), longest), self.pad_token_id, dtype=torch.long),
                 "attention_mask": torch.zeros((len(ids), longest), dtype=torch.long),
@@ -120,9 +124,10 @@ class SFTCollator:
                 "loss_weights": torch.zeros((len(ids), longest), dtype=torch.float32),
             }
             for row, (x, lab, w) in enumerate(zip(ids, labels, weights)):
-                batch["input_ids"][row, : len(x)] = x
-                batch["attention_mask"][row, : len(x)] = 1
-                batch["labels"][row, : len(x)] = lab
-                batch["loss_weights"][row, : len(x)] = w
+                span = slice(0, len(x)) if self.padding_side == "right" else slice(longest - len(x), longest)
+                batch["input_ids"][row, span] = x
+                batch["attention_mask"][row, span] = 1
+                batch["labels"][row, span] = lab
+                batch["loss_weights"][row, span] = w
         batch["loss_normalizer"] = torch.tensor(normalizer, dtype=torch.float32)
         return batch

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ..config import AdapterConfig
+from ..config import RunConfig
 
 
-def apply(model, adapter: AdapterConfig):
+def apply(model, cfg: RunConfig, tokenizer=None):
     for param in model.parameters():
         param.requires_grad_(True)
     return model

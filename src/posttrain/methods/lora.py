@@ -6,13 +6,14 @@ posttrain adds nothing to PEFT's implementation: this file only maps ``AdapterCo
 
 from __future__ import annotations
 
-from ..config import AdapterConfig
+from ..config import RunConfig
 from ..errors import ConfigError
 
 
-def apply(model, adapter: AdapterConfig):
+def apply(model, cfg: RunConfig, tokenizer=None):
     from peft import LoraConfig, TaskType, get_peft_model
 
+    adapter = cfg.adapter
     targets = adapter.lora_target_modules
     target = "all-linear" if targets == ["all-linear"] else list(targets)
     names = {name.split(".")[-1] for name, _ in model.named_modules()}
@@ -26,3 +27,8 @@ def apply(model, adapter: AdapterConfig):
         lora_dropout=adapter.lora_dropout, target_modules=target,
     )
     return get_peft_model(model, lora)
+
+
+def describe(cfg: RunConfig) -> dict:
+    a = cfg.adapter
+    return {"r": a.lora_r, "alpha": a.lora_alpha, "dropout": a.lora_dropout, "target_modules": list(a.lora_target_modules)}

@@ -1,0 +1,155 @@
+"""Saving, loading and exporting soft prompts / DePT adapters (``methods/soft_prompt.py``).
+
+An adapter directory holds ``soft_prompt_config.json`` (m, r, s, alpha, offset positions, model kind and width)
+and ``soft_prompt.safetensors`` (``prompt`` = P, ``offset_a`` = A, ``offset_b`` = B). Both are written atomically
+(temporary file + rename). Loading checks every tensor's presence and shape against the config and the base
+model, so a mismatched adapter fails with a one-line error instead of a silent broadcast.
+
+Vanilla prompt tuning (r = 0) can also be exported in PEFT's PROMPT_TUNING format (``adapter_config.json`` +
+``adapter_model.safetensors`` with the ``prompt_embeddings`` tensor), loadable with ``PeftModel.from_pretrained``.
+DePT has no PEFT format (its offset is not a PEFT tuner), so it is not exported there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ..errors import ModelLoadError
+from ..io_utils import atomic_write_json
+from .soft_prompt import SoftPromptModel
+
+CONFIG_NAME = "soft_prompt_config.json"
+WEIGHTS_NAME = "soft_prompt.safetensors"
+FORMAT_VERSION = 1
+
+
+def is_soft_prompt_dir(path: str | Path) -> bool:
+    return (Path(path) / CONFIG_NAME).is_file()
+
+
+def _atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
+    from safetensors.torch import save_file
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def adapter_config(model: SoftPromptModel) -> dict:
+    return {
+        "format": "posttrain-soft-prompt",
+        "version": FORMAT_VERSION,
+        "method": "dept" if model.rank else "prompt_tuning",
+        "num_virtual_tokens": model.num_virtual_tokens,
+        "dept_rank": model.rank,
+        "dept_max_length": model.max_length,
+        "dept_alpha": model.alpha,
+        "offset_positions": model.offset_positions,
+        "model_kind": model.kind,
+        "hidden_size": model.prompt.shape[1],
+        "base_model_class": type(model.base).__name__,
+        "base_model": getattr(model.base.config, "_name_or_path", None),
+    }
+
+
+def save_soft_prompt(model: SoftPromptModel, directory: str | Path) -> None:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    _atomic_save_tensors(dict(model.trainable_parameters()), directory / WEIGHTS_NAME, {"format": "pt"})
+    atomic_write_json(directory / CONFIG_NAME, adapter_config(model))
+
+
+def _read_config(directory: Path) -> dict:
+    path = directory / CONFIG_NAME
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{path}: not a readable soft-prompt config ({exc})") from None
+    for key in ("num_virtual_tokens", "dept_rank", "dept_max_length", "dept_alpha", "offset_positions", "hidden_size"):
+        if key not in cfg:
+            raise ModelLoadError(f"{path}: missing field {key!r}")
+    return cfg
+
+
+def _read_tensors(directory: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    path = directory / WEIGHTS_NAME
+    if not path.is_file():
+        pickles = [p.name for p in directory.glob("*.bin")] + [p.name for p in directory.glob("*.pt")]
+        hint = f" (found {pickles[0]}; pickle files are not loaded)" if pickles else ""
+        raise ModelLoadError(f"{path}: missing{hint}")
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error types for truncated/corrupt files
+        raise ModelLoadError(f"{path}: not a valid safetensors file ({exc})") from None
+
+
+def load_weights(model: SoftPromptModel, directory: str | Path) -> None:
+    """Copy P (and A, B) from ``directory`` into ``model``, checking names and shapes."""
+    directory = Path(directory)
+    tensors = _read_tensors(directory)
+    expected = model.trainable_parameters()
+    for name, param in expected.items():
+        if name not in tensors:
+            raise ModelLoadError(f"{directory / WEIGHTS_NAME}: missing tensor {name!r}")
+        if tuple(tensors[name].shape) != tuple(param.shape):
+            raise ModelLoadError(
+                f"{directory / WEIGHTS_NAME}: tensor {name!r} has shape {tuple(tensors[name].shape)}, "
+                f"expected {tuple(param.shape)}"
+            )
+    with torch.no_grad():
+        for name, param in expected.items():
+            param.copy_(tensors[name].to(param))
+
+
+def load_soft_prompt(base, directory: str | Path) -> SoftPromptModel:
+    """Wrap a fresh ``base`` model with the adapter saved in ``directory``."""
+    directory = Path(directory)
+    cfg = _read_config(directory)
+    width = base.get_input_embeddings().embedding_dim
+    if cfg["hidden_size"] != width:
+        raise ModelLoadError(
+            f"{directory / CONFIG_NAME}: adapter was trained for hidden size {cfg['hidden_size']}, "
+            f"the base model has {width}"
+        )
+    model = SoftPromptModel(base, cfg["num_virtual_tokens"], rank=cfg["dept_rank"],
+                            max_length=cfg["dept_max_length"], alpha=cfg["dept_alpha"],
+                            offset_positions=cfg["offset_positions"])
+    load_weights(model, directory)
+    return model.eval()
+
+
+def export_peft_prompt_tuning(model: SoftPromptModel, directory: str | Path, base_model_name: str | None = None):
+    """Write P in PEFT's PROMPT_TUNING adapter format (vanilla prompt tuning only)."""
+    if model.rank:
+        raise ModelLoadError("PEFT export: DePT's offset has no PEFT equivalent; only prompt_tuning exports")
+    task_type = {"causal": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM", "encoder": "FEATURE_EXTRACTION"}[model.kind]
+    config = model.base.config
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    peft_config = {
+        "peft_type": "PROMPT_TUNING",
+        "task_type": task_type,
+        "num_virtual_tokens": model.num_virtual_tokens,
+        "token_dim": model.prompt.shape[1],
+        "num_transformer_submodules": 1,
+        "num_attention_heads": getattr(config, "num_attention_heads", None),
+        "num_layers": getattr(config, "num_hidden_layers", None),
+        "prompt_tuning_init": "RANDOM",
+        "base_model_name_or_path": base_model_name or getattr(config, "_name_or_path", None),
+        "inference_mode": True,
+    }
+    _atomic_save_tensors({"prompt_embeddings": model.prompt}, directory / "adapter_model.safetensors",
+                         {"format": "pt"})
+    atomic_write_json(directory / "adapter_config.json", peft_config)
