@@ -21,7 +21,8 @@ def _cmd_train(args) -> int:
     cfg = load_config(args.config, args.overrides)
     final = train(cfg, resume=args.resume)
     final.pop("trainer", None)
-    shown = {k: v for k, v in final.items() if k in ("train_loss", "eval_output_loss", "global_step", "run_dir")}
+    shown = {k: v for k, v in final.items()
+             if k in ("train_loss", "eval_output_loss", "global_step", "run_dir") or k.startswith("test_")}
     print("done: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
     return 0
 
@@ -157,8 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_quickstart)
 
     from .stepgame.cli import register as register_stepgame
+    from .tasks.cli import register as register_tasks
 
     register_stepgame(sub)
+    register_tasks(sub)
 
     p = sub.add_parser("dept-budget", help="DePT (m, r) pairs with prompt tuning's parameter budget for a model")
     p.add_argument("--model", default="default", help="model spec whose hidden size d is used (default: SmolLM2)")

@@ -1,0 +1,112 @@
+"""Task lookup: the built-in declarations (builtin.yaml) and tasks users declare in their own YAML files.
+
+"Tasks are data, not code" (lm-evaluation-harness style): the 16 LM-BFF tasks of PCP (Gao et al., ACL 2021; Shi &
+Lipani, NeurIPS 2023) and four SuperGLUE tasks (for DePT, Shi & Lipani, ICLR 2024) are declared once in
+builtin.yaml. A user task is one YAML mapping with the same keys as a built-in one, for example:
+
+    name: my-reviews
+    kind: single
+    labels: [neg, pos]
+    verbalizer: {neg: terrible, pos: great}
+    template: "{text_a} It was {mask} ."
+    text_to_text: "sentence: {text_a}"
+    metrics: [accuracy]
+    data:
+      files:                       # any source name; read with read_split(task, "files", "train")
+        dir: data                  # relative to this YAML file; '{data_root}/...' for the shared data root
+        files: {train: train.csv, test: test.csv}
+        format: csv
+        columns: {text_a: review, label: sentiment}
+
+``get_task("sst2")`` / ``get_task("SST-2")`` / ``get_task("path/to/task.yaml")`` resolve either kind.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from ..errors import ConfigError
+from .spec import Task, task_from_dict
+
+BUILTIN_FILE = "builtin.yaml"
+
+
+def normalize_name(name: str) -> str:
+    """Lookup key of a task name: lower case, letters and digits only ("SST-2" -> "sst2", "MNLI-mm" -> "mnlimm")."""
+    return re.sub(r"[^a-z0-9]", "", str(name).lower())
+
+
+def _read_yaml(text: str, source: str):
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        raise ConfigError(f"{where}: not valid YAML ({str(err).splitlines()[0]})") from None
+
+
+def load_task_file(path: str | Path) -> Task:
+    """Load one task declared in a YAML file; relative data folders are resolved against the file's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: task file not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not valid UTF-8 (byte {err.start})") from None
+    raw = _read_yaml(text, str(path))
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of task keys (name, kind, labels, verbalizer, template, ...), "
+                          f"got {type(raw).__name__}")
+    raw = dict(raw)
+    raw.setdefault("base_dir", str(path.resolve().parent))
+    return task_from_dict(raw, str(path))
+
+
+@lru_cache(maxsize=1)
+def _builtin() -> tuple[dict[str, Task], dict[str, str]]:
+    source = resources.files(__package__).joinpath(BUILTIN_FILE)
+    raw = _read_yaml(source.read_text(encoding="utf-8"), f"posttrain/tasks/{BUILTIN_FILE}")
+    tasks: dict[str, Task] = {}
+    lookup: dict[str, str] = {}
+    for i, entry in enumerate(raw["tasks"]):
+        task = task_from_dict(entry, f"posttrain/tasks/{BUILTIN_FILE}: tasks[{i}]")
+        tasks[task.name] = task
+        for key in [task.name, *task.aliases]:
+            norm = normalize_name(key)
+            if norm in lookup:
+                raise ConfigError(f"posttrain/tasks/{BUILTIN_FILE}: '{key}' of {task.name} clashes with "
+                                  f"{lookup[norm]}")
+            lookup[norm] = task.name
+    return tasks, lookup
+
+
+def builtin_tasks() -> dict[str, Task]:
+    """Name -> Task for every built-in declaration, in file order (a fresh dict; the Task objects are shared)."""
+    return dict(_builtin()[0])
+
+
+def task_names() -> list[str]:
+    return list(_builtin()[0])
+
+
+def get_task(name_or_path: str | Path | Task) -> Task:
+    """A built-in task by name or alias (any case and punctuation: "sst2", "SST-2") or a task YAML file."""
+    if isinstance(name_or_path, Task):
+        return name_or_path
+    text = str(name_or_path)
+    if text.endswith((".yaml", ".yml")) or Path(text).is_file():
+        return load_task_file(text)
+    tasks, lookup = _builtin()
+    norm = normalize_name(text)
+    if norm in lookup:
+        return tasks[lookup[norm]]
+    close = difflib.get_close_matches(norm, list(lookup), n=1, cutoff=0.5)
+    hint = f"; did you mean '{lookup[close[0]]}'?" if close else ""
+    raise ConfigError(f"unknown task '{text}'{hint} (built-in: {', '.join(tasks)}; or give a task .yaml file)")
