@@ -32,7 +32,7 @@ def test_help_lists_every_command(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for command in ("train", "inspect-data", "generate", "quickstart", "config"):
+    for command in ("train", "inspect-data", "generate", "quickstart", "stepgame", "dept-budget", "tasks", "config"):
         assert command in text
 
 
@@ -81,3 +81,17 @@ def test_bad_data_row_names_file_and_line(capsys, recipe, tmp_path):
 def test_config_command_lists_keys(capsys):
     code, out, _ = run(capsys, "config")
     assert code == 0 and "prompt_loss_weight" in out and "im_mask" in out
+
+
+def test_dept_budget_prints_the_papers_pairs(capsys):
+    assert main(["dept-budget", "--hidden-size", "768", "--max-length", "256", "--m", "60,40"]) == 0
+    rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()[2:]]
+    assert rows == [["60", "30", "76,800", "1.0000"], ["40", "45", "76,800", "1.0000"]]
+
+
+def test_dept_budget_reads_the_width_of_a_model_directory(capsys, tiny_model_dir):
+    assert main(["dept-budget", "--model", str(tiny_model_dir), "--length", "10", "--max-length", "16", "--m", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "d=32" in out and out.splitlines()[-1].split("\t")[:2] == ["5", str(5 * 32 // (16 + 32))]
+    assert main(["dept-budget", "--hidden-size", "8", "--m", "x"]) == 2
+    assert "--m 'x': expected comma-separated integers" in capsys.readouterr().err

@@ -243,3 +243,27 @@ def test_encoder_models_use_prompt_and_offset(head):
     losses = _train_steps(model, batch, lr=0.3 if head == "mlm" else 0.05)  # 0.3 overshoots the linear head
     assert losses[-1] < 0.5 * losses[0]
     assert not torch.equal(model.offset_b.detach(), before_b)  # the reference's encoder path drops A, B; we do not
+
+
+def test_the_lm_head_never_runs_at_virtual_positions(tiny_llama):
+    """Training loss and scoring both reach the head (or the fused head) only at the trained/scored positions."""
+    from posttrain.losses import token_nll, weighted_nll_sum
+
+    model = _dept(tiny_llama, m=7)
+    ids = torch.randint(3, 300, (2, 6))
+    weights = torch.zeros(2, 6)
+    weights[0, 5] = weights[1, 3:] = 1.0
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone(), "loss_weights": weights}
+    seen = []
+    hook = tiny_llama.model.norm.register_forward_hook(lambda mod, args, out: seen.append(out.shape[1]))
+    rows = []
+    identity_hook = torch.nn.modules.module.register_module_forward_hook(
+        lambda mod, args, out: rows.append(out.shape) if isinstance(mod, torch.nn.Identity) else None)
+    try:
+        weighted_nll_sum(model, batch).backward()
+        token_nll(model, batch)
+    finally:
+        hook.remove()
+        identity_hook.remove()
+    assert seen == [7 + 6, 7 + 6]  # the backbone sees the virtual tokens ...
+    assert [tuple(r) for r in rows] == [(4, 32), (4, 32)]  # ... the (bypassed) head only the 4 trained positions

@@ -129,6 +129,32 @@ class AdapterConfig:
 
 
 @dataclass
+class TaskConfig:
+    name: Optional[str] = _f(
+        None,
+        "A declared classification task (`posttrain tasks list`: SST-2, RTE, BoolQ, ...) or a task YAML file. When "
+        "set, training data come from the task instead of data.train_file.",
+    )
+    form: Literal["text_to_text", "template"] = _f(
+        "text_to_text",
+        "text_to_text: the DePT/T5 input ('sentence: <x>') then the label word; template: the LM-BFF/PCP prompt up "
+        "to its label slot, then the label word (predicted from the left context).",
+    )
+    train: str = _f("pool:train", "Training split as source:split (kshot:train, pool:train, superglue:train).")
+    eval: Optional[str] = _f("pool:dev", "Held-out split for eval loss and accuracy during training (empty = none).")
+    test: Optional[str] = _f(
+        "kshot:test", "Split scored after training (empty = none); its metrics go to final_metrics.json."
+    )
+    seed: int = _f(13, "LM-BFF k-shot seed for kshot splits (13, 21, 42, 87, 100).")
+    label_tokens: Literal["all", "first"] = _f(
+        "all", "Multi-token label words: train and score all their tokens (summed log-prob) or the first only."
+    )
+    max_eval_examples: Optional[int] = _f(None, "Score at most N held-out examples per evaluation (speed).")
+    max_test_examples: Optional[int] = _f(None, "Score at most N test examples (speed).")
+    data_root: Optional[str] = _f(None, "Data root for declared tasks (default: $POSTTRAIN_DATA or ../shared/data).")
+
+
+@dataclass
 class TrainConfig:
     output_dir: str = _f("runs/run", "Run directory: config, metadata, metrics.jsonl, plots, checkpoints.")
     learning_rate: float = _f(2e-5, "Peak learning rate (IM paper: 2e-5).")
@@ -167,6 +193,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Training and held-out data."})
     loss: LossConfig = field(default_factory=LossConfig, metadata={"help": "Which tokens carry loss."})
     adapter: AdapterConfig = field(default_factory=AdapterConfig, metadata={"help": "What is trained."})
+    task: TaskConfig = field(default_factory=TaskConfig, metadata={"help": "A classification task as training data."})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "Optimisation and logging."})
 
     def __post_init__(self):
@@ -204,6 +231,17 @@ def validate(cfg: RunConfig) -> None:
         bad("train.max_steps", "set max_steps > 0 or num_epochs > 0")
     if cfg.adapter.type == "lora" and cfg.adapter.lora_r < 1:
         bad("adapter.lora_r", "must be >= 1")
+    if cfg.task.name:
+        if cfg.data.train_file or cfg.data.eval_file:
+            bad("task.name", "set either task.name or data.train_file/eval_file, not both")
+        for key in ("train", "eval", "test"):
+            value = getattr(cfg.task, key)
+            if (value or key == "train") and value.count(":") != 1:
+                bad(f"task.{key}", f"expected source:split such as pool:train or kshot:test, got {value!r}")
+        if cfg.loss.mode != "output_only":
+            bad("loss.mode", "classification tasks train on the label word only (output_only)")
+        if cfg.train.packing:
+            bad("train.packing", "not used for classification tasks (short examples, padded batches)")
     soft = cfg.adapter.type in ("prompt_tuning", "dept")
     if soft and cfg.train.packing:
         bad("train.packing", f"not supported with adapter.type={cfg.adapter.type} (each example needs its own prompt)")

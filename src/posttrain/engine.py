@@ -47,8 +47,9 @@ class PosttrainTrainer(Trainer):
 
     loss_is_scaled_for_ga = True
 
-    def __init__(self, *args, param_groups: list[dict] | None = None, **kwargs):
+    def __init__(self, *args, param_groups: list[dict] | None = None, task_scorer=None, **kwargs):
         self._param_groups = param_groups
+        self._task_scorer = task_scorer  # classification tasks: metrics of rank classification at each evaluation
         super().__init__(*args, **kwargs)
 
     def create_optimizer(self, model=None):
@@ -114,8 +115,10 @@ class PosttrainTrainer(Trainer):
         metrics = {
             f"{metric_key_prefix}_output_loss": loss,
             f"{metric_key_prefix}_output_tokens": int(count.item()),
-            f"{metric_key_prefix}_runtime": round(time.time() - start, 3),
         }
+        if self._task_scorer is not None:
+            metrics.update({f"{metric_key_prefix}_{k}": v for k, v in self._task_scorer(model).items()})
+        metrics[f"{metric_key_prefix}_runtime"] = round(time.time() - start, 3)
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         model.train()
@@ -184,6 +187,8 @@ class PreparedData:
     train_stats: object
     eval_stats: object | None
     template: str | None
+    eval_scorer: object | None = None  # task metrics on the held-out split (classification tasks)
+    test_scorer: object | None = None  # task metrics on the test split, after training
 
 
 def split_examples(cfg: RunConfig) -> tuple[list[dict], list[dict]]:
@@ -208,7 +213,44 @@ def split_examples(cfg: RunConfig) -> tuple[list[dict], list[dict]]:
     return train, evals
 
 
+def _task_split(cfg: RunConfig, task, which: str, limit: int | None = None) -> list[dict]:
+    from .tasks import read_split
+
+    source, split = getattr(cfg.task, which).split(":")
+    rows = read_split(task, source, split, root=cfg.task.data_root, seed=cfg.task.seed)
+    if limit:  # a seeded subset, so that a limited eval set is not biased towards the file's first rows
+        order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(cfg.data.shuffle_seed)).tolist()
+        rows = [rows[i] for i in sorted(order[:limit])]
+    return rows
+
+
+def prepare_task_data(cfg: RunConfig, tokenizer) -> PreparedData:
+    """A declared classification task: label-word loss for training, rank-classification metrics for eval/test."""
+    from .data.classification import build_classification_dataset
+    from .evaluation.task_eval import build_task_scorer
+    from .tasks import get_task
+
+    task = get_task(cfg.task.name)
+    t, d = cfg.task, cfg.data
+    train_rows = _task_split(cfg, task, "train")[: d.max_train_examples or None]
+    common = dict(form=t.form, max_length=d.max_length, label_tokens=t.label_tokens)
+    train, train_stats = build_classification_dataset(tokenizer, task, train_rows, source=t.train, **common)
+    evals = eval_stats = eval_scorer = test_scorer = None
+    if t.eval:
+        eval_rows = _task_split(cfg, task, "eval", t.max_eval_examples)
+        evals, eval_stats = build_classification_dataset(tokenizer, task, eval_rows, source=t.eval, **common)
+        eval_scorer = build_task_scorer(tokenizer, task, eval_rows, batch_size=cfg.train.per_device_batch_size,
+                                        **common)
+    if t.test:
+        test_rows = _task_split(cfg, task, "test", t.max_test_examples)
+        test_scorer = build_task_scorer(tokenizer, task, test_rows, batch_size=cfg.train.per_device_batch_size,
+                                        **common)
+    return PreparedData(train, evals, train_stats, eval_stats, None, eval_scorer, test_scorer)
+
+
 def prepare_data(cfg: RunConfig, tokenizer) -> PreparedData:
+    if cfg.task.name:
+        return prepare_task_data(cfg, tokenizer)
     template = resolve_template(tokenizer, cfg.data.chat_template)
     train_rows, eval_rows = split_examples(cfg)
     train, train_stats = build_sft_dataset(
@@ -315,6 +357,7 @@ def train(cfg: RunConfig, *, resume: bool = False, callbacks: list[TrainerCallba
         processing_class=tokenizer,
         callbacks=[metrics_cb, *(callbacks or [])],
         param_groups=groups_of(model, cfg) if groups_of else None,
+        task_scorer=data.eval_scorer,
     )
     if trainer.is_world_process_zero():
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -326,6 +369,10 @@ def train(cfg: RunConfig, *, resume: bool = False, callbacks: list[TrainerCallba
     final = {"train_loss": result.training_loss, "global_step": trainer.state.global_step}
     if data.eval is not None and not stopped_early:
         final.update(trainer.evaluate())
+    if data.test_scorer is not None and not stopped_early:
+        test = {f"test_{k}": v for k, v in data.test_scorer(trainer.model, progress="test").items()}
+        trainer.log(test)
+        final.update(test)
     if not stopped_early:
         trainer.save_model(str(run_dir / "final"))
     if trainer.is_world_process_zero():

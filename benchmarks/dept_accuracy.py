@@ -1,0 +1,113 @@
+"""Accuracy check: DePT vs prompt tuning vs LoRA at equal training steps, several seeds (Shi & Lipani, ICLR 2024).
+
+Runs the shipped recipes ``configs/dept/sst2_{dept,pt,lora}.yaml`` (or another task's, ``--recipes``) with the
+same overrides (steps, batch, seeds, test subset) through ``posttrain train``, one run at a time, then writes the
+mean ± std of the test metric per method as JSON, a Markdown table and a PNG (docs/dept_accuracy.*).
+
+The paper's claim to check: at the same parameter budget, DePT matches or beats vanilla prompt tuning.
+
+Usage:
+    python benchmarks/dept_accuracy.py --steps 100 --batch-size 8 --seeds 1 2 3 --max-test 400
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ["configs/dept/sst2_dept.yaml", "configs/dept/sst2_pt.yaml", "configs/dept/sst2_lora.yaml"]
+
+
+def run(recipe: str, seed: int, args, run_dir: Path) -> dict:
+    final = run_dir / "final_metrics.json"
+    if final.is_file() and not args.force:  # re-running the script resumes the grid
+        return json.loads(final.read_text())
+    overrides = [f"train.seed={seed}", f"train.max_steps={args.steps}", f"train.per_device_batch_size={args.batch_size}",
+                 f"train.output_dir={run_dir}", "train.eval_steps=0", "train.save_steps=0", "task.eval=",
+                 f"task.max_test_examples={args.max_test}", "train.logging_steps=10"]
+    command = [sys.executable, "-m", "posttrain", "train", recipe, *overrides]
+    print(f"[{run_dir.name}] {' '.join(command[2:])}", flush=True)
+    start = time.time()
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    if proc.returncode != 0:
+        raise SystemExit(f"[{run_dir.name}] failed: {proc.stderr.strip().splitlines()[-1:]}")
+    metrics = json.loads(final.read_text())
+    print(f"[{run_dir.name}] {time.time() - start:.0f} s, " + ", ".join(
+        f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith("test_") and isinstance(v, float)), flush=True)
+    return metrics
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipes", nargs="+", default=RECIPES)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-test", type=int, default=400, help="seeded subset of the test set (same for all runs)")
+    parser.add_argument("--runs", default="runs/dept_accuracy", help="where the individual runs go")
+    parser.add_argument("--out", default=str(ROOT / "docs"))
+    parser.add_argument("--name", default="dept_accuracy")
+    parser.add_argument("--force", action="store_true", help="re-run runs that already finished")
+    args = parser.parse_args()
+
+    table = {}
+    for recipe in args.recipes:
+        method = Path(recipe).stem
+        results = [run(recipe, seed, args, ROOT / args.runs / f"{method}-seed{seed}") for seed in args.seeds]
+        metric = next(k for k in results[0] if k.startswith("test_") and k != "test_examples")
+        values = [r[metric] for r in results]
+        meta = json.loads((ROOT / args.runs / f"{method}-seed{args.seeds[0]}" / "run_meta.json").read_text())
+        table[method] = {
+            "recipe": recipe, "metric": metric, "values": values, "mean": statistics.mean(values),
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "trainable_parameters": meta["adapter"]["trainable_parameters"],
+            "test_examples": results[0].get("test_examples"),
+        }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {
+        "command": "python benchmarks/dept_accuracy.py " + " ".join(sys.argv[1:]),
+        "steps": args.steps, "batch_size": args.batch_size, "seeds": args.seeds, "max_test": args.max_test,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "methods": table,
+    }
+    (out / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = ["| method | trainable params | " + " | ".join(f"seed {s}" for s in args.seeds) + " | mean ± std |",
+             "|---|---|" + "---|" * len(args.seeds) + "---|"]
+    for method, row in table.items():
+        lines.append(f"| {method} | {row['trainable_parameters']:,} | "
+                     + " | ".join(f"{100 * v:.1f}" for v in row["values"])
+                     + f" | {100 * row['mean']:.1f} ± {100 * row['std']:.1f} |")
+    (out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=110)
+    names = list(table)
+    ax.bar(names, [100 * table[n]["mean"] for n in names], yerr=[100 * table[n]["std"] for n in names], capsize=5,
+           color=["#2ca02c", "#1f77b4", "#ff7f0e", "#9467bd"][: len(names)])
+    for i, n in enumerate(names):
+        ax.scatter([i] * len(table[n]["values"]), [100 * v for v in table[n]["values"]], color="black", s=10, zorder=3)
+    ax.set_ylabel(f"{table[names[0]]['metric']} (%)")
+    ax.set_title(f"{args.steps} steps x batch {args.batch_size}, seeds {args.seeds}, {args.max_test} test examples",
+                 fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / f"{args.name}.png")
+    print(f"wrote {out / (args.name + '.json')}, .md, .png")
+
+
+if __name__ == "__main__":
+    main()

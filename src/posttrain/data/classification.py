@@ -1,0 +1,100 @@
+"""Classification tasks as causal-LM examples: a context and one label word to predict after it.
+
+Two forms of a task (declared in ``posttrain.tasks``):
+
+- ``text_to_text`` — the T5-style input of DePT (Shi & Lipani, ICLR 2024; "sentence: <x>") followed by the label
+  word: context = the input, continuation = " " + word;
+- ``template`` — the LM-BFF / PCP hard prompt (Gao et al. 2021; Shi & Lipani, NeurIPS 2023) with the label slot.
+  For a decoder the label word is predicted at the slot from its *left* context only: context = the template up
+  to the slot, continuation = " " + word; text after the slot (e.g. " ." in "<x> It was <mask> .") is not used,
+  since a causal model cannot condition on it at the slot. This is the principled default for causal LMs.
+
+Training puts the loss on the label word's tokens (``label_tokens: all``) or on its first sub-token only
+(``first``, as LM-BFF's single-token verbalizers); evaluation ranks every label word by the same quantity
+(summed log-probability of the scored tokens) with ``evaluation.scorer.choose``. Over-long contexts lose their
+middle: the first 32 tokens (e.g. "question: ..." of BoolQ's text-to-text form) and the last tokens (next to the
+label slot) are kept. Summed log-probabilities favour short label words; the built-in verbalizers are single
+words, and ``label_tokens: first`` removes the length effect entirely.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import ConfigError, DataError
+
+HEAD_TOKENS = 32  # tokens kept from the start of an over-long context
+SLOT = "\u2063MASK\u2063"  # an invisible sentinel no real text contains, split on after rendering
+
+
+def context_and_words(task, example: dict, form: str) -> tuple[str, list[str]]:
+    """(context text, label words in label order) for one example in the given form."""
+    from ..tasks import label_words, render_template, render_text_to_text
+
+    if task.is_regression:
+        raise ConfigError(f"task.name: {task.name} is a regression task; classification training covers "
+                          "classification tasks only")
+    words = label_words(task)
+    if form == "text_to_text":
+        return render_text_to_text(task, example)[0], words
+    text = render_template(task, example, SLOT)
+    before = text.split(SLOT, 1)[0]
+    return before.rstrip(), words
+
+
+def encode_choices(tokenizer, context: str, words: list[str], max_length: int, label_tokens: str):
+    """Token ids of the context (left-truncated so context + longest scored word fit) and of each word."""
+    ctx = tokenizer(context, add_special_tokens=True)["input_ids"]
+    options = []
+    for word in words:
+        ids = tokenizer(" " + word, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise ConfigError(f"label word {word!r} tokenises to nothing")
+        options.append(ids[:1] if label_tokens == "first" else ids)
+    room = max_length - max(len(o) for o in options)
+    if room < 1:
+        raise ConfigError(f"data.max_length={max_length} leaves no room for the context before the label words")
+    truncated = len(ctx) > room
+    if truncated:  # cut the middle: keep the start (task prefix, a question) and the end (next to the label slot)
+        head = min(HEAD_TOKENS, room // 4)
+        ctx = ctx[:head] + ctx[len(ctx) - (room - head):]
+    return ctx, options, truncated
+
+
+@dataclass
+class ClassificationStats:
+    examples: int = 0
+    tokens: int = 0
+    truncated: int = 0
+    by_label: dict = field(default_factory=dict)
+
+
+def build_classification_dataset(tokenizer, task, examples: list[dict], form: str, max_length: int,
+                                 label_tokens: str, source: str):
+    """Rows with input_ids / labels / loss_weights (weight 1 on the gold word's scored tokens) + stats."""
+    import datasets
+
+    from ..tasks import canonical_label
+
+    stats = ClassificationStats()
+    rows = []
+    for example in examples:
+        if example.get("label") is None:
+            raise DataError(f"{source}: example {example.get('idx')} has no label")
+        context, words = context_and_words(task, example, form)
+        ctx, options, truncated = encode_choices(tokenizer, context, words, max_length, label_tokens)
+        gold = task.labels.index(canonical_label(example["label"]))
+        target = options[gold]
+        ids = ctx + target
+        rows.append({
+            "input_ids": ids,
+            "labels": [-100] * len(ctx) + target,
+            "loss_weights": [0.0] * len(ctx) + [1.0] * len(target),
+        })
+        stats.examples += 1
+        stats.tokens += len(ids)
+        stats.truncated += int(truncated)
+        stats.by_label[task.labels[gold]] = stats.by_label.get(task.labels[gold], 0) + 1
+    if not rows:
+        raise DataError(f"{source}: no examples")
+    return datasets.Dataset.from_list(rows), stats

@@ -1,0 +1,87 @@
+"""Task metrics by ranking label words: predict argmax_y log p(word_y | context), then the task's metrics.
+
+This is rank classification (the verbalizer scoring of LM-BFF, Gao et al. 2021, and the scoring form of DePT's
+text-to-text tasks, Shi & Lipani 2024): each label word's scored tokens (all, or the first sub-token) are ranked
+by summed log-probability through ``evaluation.scorer.choose``, which computes only the LM-head rows it needs and
+strips soft-prompt positions. Metrics come from ``evaluation.metrics`` (accuracy, MCC, F1, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..data.classification import context_and_words, encode_choices
+from .metrics import compute
+from .scorer import _pad, _progress, choose, selected_logits
+
+
+@dataclass
+class TaskScorer:
+    task: object
+    contexts: list
+    choices: list
+    gold: list
+    batch_size: int
+    pad_token_id: int
+    truncated: int = 0
+
+    def __len__(self) -> int:
+        return len(self.contexts)
+
+    def predict(self, model, progress: bool | str = False) -> list[str]:
+        if all(len(option) == 1 for options in self.choices for option in options):
+            return self._predict_single_tokens(model, progress)
+        scores = choose(model, self.contexts, self.choices, batch_size=self.batch_size,
+                        pad_token_id=self.pad_token_id, progress=progress)
+        return [self.task.labels[max(range(len(row)), key=lambda j: row[j].logprob)] for row in scores]
+
+    @torch.no_grad()
+    def _predict_single_tokens(self, model, progress) -> list[str]:
+        """Every label word is one token: one pass per context, reading the label rows at its last position
+        (the same argmax as ``choose``, without running the context once per label)."""
+        device = next(model.parameters()).device
+        order = sorted(range(len(self.contexts)), key=lambda i: -len(self.contexts[i]))
+        out: list[str | None] = [None] * len(self.contexts)
+        with _progress(len(order), progress, "scoring") as bar:
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start : start + self.batch_size]
+                ids, mask = _pad([self.contexts[i] for i in chunk], self.pad_token_id)
+                keep = torch.zeros_like(mask)
+                for row, i in enumerate(chunk):
+                    keep[row, len(self.contexts[i]) - 1] = True
+                logits = selected_logits(model, ids.to(device), mask.to(device), keep.to(device))
+                logp = torch.log_softmax(logits.float(), dim=-1)
+                for row, i in enumerate(chunk):
+                    rows = [option[0] for option in self.choices[i]]
+                    out[i] = self.task.labels[int(logp[row, rows].argmax())]
+                bar.update(len(chunk))
+        return out  # type: ignore[return-value]
+
+    def __call__(self, model, progress: bool | str = False) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        try:
+            predictions = self.predict(model, progress)
+        finally:
+            model.train(was_training)
+        positive = getattr(self.task, "positive_label", None) or "1"
+        metrics = compute(self.task.metrics, predictions, self.gold, positive_label=positive, labels=self.task.labels)
+        metrics["examples"] = len(self.gold)
+        return metrics
+
+
+def build_task_scorer(tokenizer, task, examples: list[dict], *, form: str, max_length: int, label_tokens: str,
+                      batch_size: int = 8) -> TaskScorer:
+    from ..tasks import canonical_label
+
+    contexts, choices, gold, truncated = [], [], [], 0
+    for example in examples:
+        context, words = context_and_words(task, example, form)
+        ctx, options, cut = encode_choices(tokenizer, context, words, max_length, label_tokens)
+        contexts.append(ctx)
+        choices.append(options)
+        gold.append(canonical_label(example["label"]))
+        truncated += int(cut)
+    return TaskScorer(task, contexts, choices, gold, batch_size, tokenizer.pad_token_id, truncated)
