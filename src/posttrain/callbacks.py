@@ -1,4 +1,4 @@
-"""Trainer callbacks: metrics.jsonl + loss-curve PNG in the run directory, and a stop-at-step hook."""
+"""Trainer callbacks: metrics.jsonl + loss-curve PNG in the run directory, a stop-at-step hook and a NaN/inf guard."""
 
 from __future__ import annotations
 
@@ -67,3 +67,88 @@ class StopAtStepCallback(TrainerCallback):
             control.should_training_stop = True
             self.fired = True
         return control
+
+
+class NonFiniteGuardCallback(TrainerCallback):
+    """Stops a run whose loss or gradient norm becomes NaN/inf, before a non-finite model is checkpointed.
+
+    Raises ``TrainingError`` (the CLI prints it as one ``error:`` line, exit status 2) naming the step and the last
+    good checkpoint, which is kept: the Trainer logs a step before it saves it, so the checkpoint of a bad step is
+    never written. Three checks:
+
+    - ``on_log``: a non-finite ``loss`` or ``grad_norm`` (the Trainer computes the gradient norm every step);
+    - ``on_step_end`` when a checkpoint is about to be written, and ``on_train_end`` (before ``final/``): every
+      trainable weight is finite. This catches a NaN between two log steps when ``logging_steps > 1``; it costs one
+      pass over the trainable parameters per checkpoint.
+    - ``on_train_begin`` turns off ``TrainingArguments.logging_nan_inf_filter``, which would otherwise replace a
+      NaN step loss by the running mean and hide it from the logs.
+    """
+
+    def __init__(self):
+        self.last_good_step = 0  # the last step known to have a finite loss and finite weights
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        args.logging_nan_inf_filter = False
+        self.last_good_step = state.global_step
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs:
+            return
+        bad = {key: logs[key] for key in ("loss", "grad_norm") if _non_finite(logs.get(key))}
+        if not bad:
+            if "loss" in logs:
+                self.last_good_step = state.global_step
+            return
+        what = " and ".join(f"{'training loss' if k == 'loss' else 'gradient norm'} is {float(v)}"
+                            for k, v in bad.items())
+        self._stop(args, state, what)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if control.should_save and not control.should_log:  # a logged step is checked in on_log first
+            self._check_weights(args, state, model)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        self._check_weights(args, state, model)
+
+    def _check_weights(self, args, state, model) -> None:
+        if model is None:
+            return
+        import torch
+
+        with torch.no_grad():
+            finite = all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.requires_grad)
+        if not finite:
+            self._stop(args, state, "trainable weights are not finite (NaN/inf)")
+        self.last_good_step = state.global_step
+
+    def _stop(self, args, state, what: str) -> None:
+        from .errors import TrainingError
+
+        step = state.global_step
+        if step - self.last_good_step > 1:
+            where = f"steps {self.last_good_step + 1}-{step}"
+        else:
+            where = f"step {step}"
+        keep = _last_checkpoint_before(Path(args.output_dir), step)
+        kept = (f"the last good checkpoint {keep} is kept (continue from it with --resume, e.g. with a lower "
+                "train.learning_rate)" if keep else "no checkpoint was saved before it (train.save_steps)")
+        raise TrainingError(f"training stopped at {where}: {what}; {kept}")
+
+
+def _non_finite(value) -> bool:
+    try:
+        return value is not None and not math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _last_checkpoint_before(folder: Path, step: int) -> Path | None:
+    """The checkpoint-N under ``folder`` with the largest N < ``step`` (a bad step's checkpoint is never good)."""
+    best = None
+    if folder.is_dir():
+        for path in folder.iterdir():
+            name, _, number = path.name.rpartition("-")
+            if name == "checkpoint" and number.isdigit() and path.is_dir() and int(number) < step:
+                if best is None or int(number) > best[0]:
+                    best = (int(number), path)
+    return best[1] if best else None

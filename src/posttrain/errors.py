@@ -6,8 +6,19 @@ prints it as `error: <message>` and exits with status 2; anything else escaping 
 """
 
 
+# Characters str.splitlines() breaks on: a value quoted in a message (a label, a cell) must not break the line.
+_LINE_BREAKS = {c: repr(chr(c))[1:-1] for c in (0x0A, 0x0B, 0x0C, 0x0D, 0x1C, 0x1D, 0x1E, 0x85, 0x2028, 0x2029)}
+
+
 class PosttrainError(Exception):
-    """Base class: a user-facing, one-line error."""
+    """Base class: a user-facing, one-line error.
+
+    ``str()`` escapes line breaks (``\\n``, ``\\r``, ...) that user values quoted in the message may carry, so
+    the message stays one line whatever the input.
+    """
+
+    def __str__(self) -> str:
+        return super().__str__().translate(_LINE_BREAKS)
 
 
 class ConfigError(PosttrainError):
@@ -20,3 +31,7 @@ class DataError(PosttrainError):
 
 class ModelLoadError(PosttrainError):
     """A model, tokenizer or checkpoint cannot be loaded."""
+
+
+class TrainingError(PosttrainError):
+    """Training cannot continue (e.g. the loss became NaN or infinite); earlier checkpoints are kept."""

@@ -17,7 +17,9 @@ from .errors import DataError
 
 
 def iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
-    """(line number, object) for each non-blank line; bad bytes, bad JSON or a non-object raise DataError."""
+    """(line number, object) for each non-blank line; bad bytes, bad JSON or a non-object raise DataError.
+
+    A UTF-8 byte-order mark before the first line is skipped."""
     path = Path(path)
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
@@ -26,11 +28,15 @@ def iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as err:
-                raise DataError(f"{path}:{number}: not valid UTF-8 (byte {err.start})") from None
+                raise DataError(f"{path}:{number}: not valid UTF-8 (byte 0x{raw[err.start]:02x} at column {err.start + 1})") from None
+            if number == 1 and text.startswith("\ufeff"):  # a byte-order mark some editors write
+                text = text[1:]
             try:
                 row = json.loads(text)
             except json.JSONDecodeError as err:
                 raise DataError(f"{path}:{number}: malformed JSON ({err.msg} at column {err.colno})") from None
+            except RecursionError:
+                raise DataError(f"{path}:{number}: JSON nested too deeply") from None
             if not isinstance(row, dict):
                 raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
             yield number, row

@@ -88,17 +88,68 @@ def resolve_template(tokenizer, name: str) -> str | None:
     )
 
 
-def _locate(text: str, messages: list[dict]) -> list[tuple[int, int, int]]:
-    """(start, end, segment) character spans of each message's content, in order."""
+def _apply(tokenizer, messages: list[dict], template: str | None, **kwargs) -> str:
+    """``apply_chat_template`` to text; a template that rejects the conversation raises DataError."""
+    from jinja2 import TemplateError
+
+    try:
+        return tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False, **kwargs)
+    except TemplateError as err:  # e.g. raise_exception('Conversation roles must alternate user/assistant/...')
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DataError(f"chat template rejected the conversation ({reason}); fix the roles or choose another "
+                        "data.chat_template") from None
+
+
+_SENTINEL = "\ue000{}\ue001"  # private-use characters: no template markup contains them
+
+
+def _markup_before(tokenizer, messages: list[dict], template: str | None) -> list[int] | None:
+    """Characters of template markup before each message's content, from a render with sentinel contents.
+
+    Knowing where the markup ends keeps a content that also occurs in the markup (a user message "user", an
+    answer "a" inside an injected system prompt) from being located in the markup. None when the template does
+    not show every content once and in order (it drops or merges messages): then contents are searched for.
+    """
+    sentinels = [_SENTINEL.format(i) for i in range(len(messages))]
+    try:
+        text = _apply(tokenizer, [{**m, "content": s} for m, s in zip(messages, sentinels)], template)
+    except DataError:
+        return None
+    gaps, pos = [], 0
+    for sentinel in sentinels:
+        start = text.find(sentinel, pos)
+        if start < 0 or text.count(sentinel) != 1:
+            return None
+        gaps.append(start - pos)
+        pos = start + len(sentinel)
+    return gaps
+
+
+def _locate(text: str, messages: list[dict], markup: list[int] | None = None) -> list[tuple[int, int, int]]:
+    """(start, end, segment) character spans of each message's content, in order.
+
+    ``markup[i]`` is the length of the template text between message i-1's content and message i's (see
+    ``_markup_before``): content i is expected right there, verbatim or stripped by the template; otherwise (or
+    without ``markup``) it is searched for from there.
+    """
     spans, pos = [], 0
     for i, message in enumerate(messages):
         content = message["content"]
+        expected = pos + markup[i] if markup is not None else pos
         if not content.strip():
+            if markup is not None:
+                pos = expected + (len(content) if text.startswith(content, expected) else 0)
             continue
-        start = text.find(content, pos)
-        if start < 0:  # templates may strip content
-            content = content.strip()
-            start = text.find(content, pos)
+        stripped = content.strip()
+        if markup is not None and text.startswith(content, expected):
+            start = expected
+        elif markup is not None and text.startswith(stripped, expected):
+            start, content = expected, stripped
+        else:
+            start = text.find(content, expected)
+            if start < 0:  # templates may strip content
+                content = stripped
+                start = text.find(content, expected)
         if start < 0:
             raise DataError(
                 f"chat template altered message {i} ({message['role']}); cannot align its tokens "
@@ -144,8 +195,9 @@ def _segments_from_offsets(offsets, spans, n_chars: int) -> list[int]:
 
 
 def render_messages(tokenizer, messages: list[dict], template: str | None) -> Rendered:
-    text = tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False)
-    spans = _extend_end_of_turn(text, _locate(text, messages), tokenizer.eos_token)
+    text = _apply(tokenizer, messages, template)
+    spans = _locate(text, messages, _markup_before(tokenizer, messages, template))
+    spans = _extend_end_of_turn(text, spans, tokenizer.eos_token)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     offsets = [tuple(o) for o in enc["offset_mapping"]]
     return Rendered(list(enc["input_ids"]), _segments_from_offsets(offsets, spans, len(text)), text, offsets)
@@ -180,4 +232,4 @@ def render_example(tokenizer, example: dict, template: str | None) -> Rendered:
 
 def generation_prompt(tokenizer, messages: list[dict], template: str | None) -> str:
     """Chat-formatted prompt text ending with the assistant header, for generation."""
-    return tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False, add_generation_prompt=True)
+    return _apply(tokenizer, messages, template, add_generation_prompt=True)

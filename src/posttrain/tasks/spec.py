@@ -364,7 +364,10 @@ def label_word(task: Task, label) -> str:
     """The word of one label (classification) or the text-to-text target of a score (regression)."""
     if task.is_regression and isinstance(label, (int, float)) and not isinstance(label, bool):
         return f"{round(float(label) * 5) / 5:.1f}"
-    key = canonical_label(label)
+    try:
+        key = canonical_label(label)
+    except ValueError:
+        key = None
     if key not in task.verbalizer:
         raise ConfigError(f"task '{task.name}': unknown label {label!r} (labels: {', '.join(task.labels)})")
     return task.verbalizer[key][0]
