@@ -36,6 +36,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# glibc keeps freed heap pages and adapts its mmap threshold, so the resident set size would not fall back after
+# a step; a fixed, low mmap threshold and no trim threshold make RSS follow live memory (CPU peak-memory probe).
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
 POOL = ROOT / ".." / "shared" / "data" / "pcp_unlabeled" / "SST-2" / "train.json"
 OUT = ROOT / "docs" / "benchmarks"
 WORDS = {"0": " negative", "1": " positive"}
@@ -242,7 +245,7 @@ def configurations(args, d: int) -> dict[str, list[dict]]:
 def run_child(spec: dict) -> dict:
     print(f"[{spec['name']}] running ...", flush=True)
     proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
-                          env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"})
+                          env={**os.environ, **MALLOC_ENV, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"})
     line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
     if proc.returncode != 0 or line is None:
         tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])

@@ -222,7 +222,7 @@ def test_lost_conversion_race_uses_the_winners_directory(tmp_path, monkeypatch, 
 
     monkeypatch.setenv("POSTTRAIN_CACHE", str(tmp_path / "cache"))
     gguf = tmp_path / "fake.gguf"
-    gguf.write_bytes(b"GGUF" + bytes(64))  # only hashed, never parsed: the loader below is stubbed
+    gguf.write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(64))  # header only; the loader below is stubbed
     final = models.converted_dir(gguf)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                          num_attention_heads=2, num_key_value_heads=1)

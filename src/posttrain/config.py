@@ -38,6 +38,12 @@ class ModelConfig:
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = _f("float32", "Weights dtype for training/inference.")
     trust_remote_code: bool = _f(False, "Allow model code from the hub to run. Off unless you trust the repo.")
     attn_implementation: Optional[str] = _f("sdpa", "Attention backend passed to transformers (sdpa, eager, ...).")
+    head: Literal["auto", "causal_lm", "masked_lm", "seq2seq_lm", "sequence_classification"] = _f(
+        "auto",
+        "Which transformers head to load: auto = seq2seq_lm for encoder-decoders (T5), masked_lm for masked-LM "
+        "checkpoints (BERT, RoBERTa), else causal_lm; sequence_classification = a new classification head (the CLS "
+        "fine-tuning baseline; needs a task for the number of labels).",
+    )
 
 
 @dataclass
@@ -140,6 +146,19 @@ class TaskConfig:
         "text_to_text: the DePT/T5 input ('sentence: <x>') then the label word; template: the LM-BFF/PCP prompt up "
         "to its label slot, then the label word (predicted from the left context).",
     )
+    objective: Literal["lm", "verbalizer", "classifier"] = _f(
+        "lm",
+        "lm: the label word's next-token loss over the whole vocabulary (text-to-text, DePT style); verbalizer: "
+        "prompt-based fine-tuning (LM-BFF/PCP): cross-entropy over the label words' scores at the template's slot "
+        "(masked LM: the <mask>; causal: the slot's left context; seq2seq: the decoder's first word), only those "
+        "logits computed; classifier: the CLS-head baseline (a new sequence-classification head, plain input).",
+    )
+    causal_scoring: Literal["slot", "filled"] = _f(
+        "slot",
+        "verbalizer objective on causal LMs: slot = score the label word from the template up to the slot (one "
+        "position, C verbalizer rows); filled = score the label word plus the rest of the template (uses text "
+        "after the slot; C forward passes).",
+    )
     train: str = _f("pool:train", "Training split as source:split (kshot:train, pool:train, superglue:train).")
     eval: Optional[str] = _f("pool:dev", "Held-out split for eval loss and accuracy during training (empty = none).")
     test: Optional[str] = _f(
@@ -178,6 +197,13 @@ class TrainConfig:
     logging_steps: int = _f(1, "Log train loss every N steps.")
     eval_steps: int = _f(0, "Evaluate held-out output loss every N steps (0 = only at the end).")
     eval_on_start: bool = _f(False, "Also evaluate before the first step (the starting model's held-out loss).")
+    best_metric: str = _f(
+        "",
+        "Keep the trainable weights of the best evaluation by this metric (accuracy, mcc, f1, pearson, "
+        "output_loss; with or without the eval_ prefix; losses are minimised, others maximised) and restore them "
+        "before the final evaluation, test scoring and saving: the LM-BFF/PCP protocol's best checkpoint on the dev "
+        "set. Empty = keep the last weights. Needs train.eval_steps > 0.",
+    )
     save_steps: int = _f(0, "Checkpoint every N steps (0 = only at the end).")
     save_total_limit: Optional[int] = _f(2, "Keep at most N checkpoints.")
     seed: int = _f(42, "Training seed (data order, LoRA init, dropout).")
@@ -229,6 +255,8 @@ def validate(cfg: RunConfig) -> None:
         bad("train.warmup_ratio", "must be in [0, 1)")
     if cfg.train.max_steps <= 0 and cfg.train.num_epochs <= 0:
         bad("train.max_steps", "set max_steps > 0 or num_epochs > 0")
+    if cfg.train.best_metric and cfg.train.eval_steps <= 0:
+        bad("train.best_metric", "needs train.eval_steps > 0 (the best of periodic evaluations is kept)")
     if cfg.adapter.type == "lora" and cfg.adapter.lora_r < 1:
         bad("adapter.lora_r", "must be >= 1")
     if cfg.task.name:
@@ -240,6 +268,10 @@ def validate(cfg: RunConfig) -> None:
                 bad(f"task.{key}", f"expected source:split such as pool:train or kshot:test, got {value!r}")
         if cfg.loss.mode != "output_only":
             bad("loss.mode", "classification tasks train on the label word only (output_only)")
+        if cfg.task.causal_scoring == "filled" and cfg.task.objective != "verbalizer":
+            bad("task.causal_scoring", "applies to task.objective=verbalizer only")
+        if cfg.task.causal_scoring == "filled" and cfg.task.form != "template":
+            bad("task.causal_scoring", "filled scores the rest of the template: needs task.form=template")
         if cfg.train.packing:
             bad("train.packing", "not used for classification tasks (short examples, padded batches)")
     soft = cfg.adapter.type in ("prompt_tuning", "dept")

@@ -23,7 +23,8 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from . import __version__
-from .callbacks import MetricsCallback, StopAtStepCallback
+from .best_weights import BestWeightsCallback
+from .callbacks import MetricsCallback, NonFiniteGuardCallback, StopAtStepCallback
 from .config import LossConfig, RunConfig, write_config
 from .data.chat import resolve_template
 from .data.instruction import load_examples
@@ -32,6 +33,9 @@ from .errors import ConfigError
 from .io_utils import atomic_write_json
 from .losses import token_nll, weighted_nll_sum
 from .methods import ADAPTERS, DESCRIBE, OPTIMIZER_GROUPS
+from .methods.objectives import OBJECTIVES
+from .methods.objectives import describe as describe_objective
+from .methods.objectives import prepare as prepare_objective
 from .methods.instruction_loss import describe as describe_loss
 
 OUTPUT_ONLY = LossConfig(mode="output_only")
@@ -47,9 +51,10 @@ class PosttrainTrainer(Trainer):
 
     loss_is_scaled_for_ga = True
 
-    def __init__(self, *args, param_groups: list[dict] | None = None, task_scorer=None, **kwargs):
+    def __init__(self, *args, param_groups: list[dict] | None = None, task_scorer=None, example_loss=None, **kwargs):
         self._param_groups = param_groups
         self._task_scorer = task_scorer  # classification tasks: metrics of rank classification at each evaluation
+        self._example_loss = example_loss  # (model, batch) -> per-example losses, for objectives that score labels
         super().__init__(*args, **kwargs)
 
     def create_optimizer(self, model=None):
@@ -87,7 +92,7 @@ class PosttrainTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         normalizer = inputs.pop("loss_normalizer")
-        total = weighted_nll_sum(model, inputs)
+        total = self._example_loss(model, inputs).sum() if self._example_loss else weighted_nll_sum(model, inputs)
         denominator = num_items_in_batch if num_items_in_batch is not None else normalizer
         loss = total / torch.clamp(torch.as_tensor(denominator, dtype=total.dtype, device=total.device), min=1e-8)
         if self.args.world_size > 1 and num_items_in_batch is not None:
@@ -105,7 +110,7 @@ class PosttrainTrainer(Trainer):
             for batch in dataloader:
                 batch = self._prepare_inputs(batch)
                 batch.pop("loss_normalizer", None)
-                nll, _ = token_nll(model, batch)
+                nll = self._example_loss(model, batch) if self._example_loss else token_nll(model, batch)[0]
                 nll_sum += nll.double().sum()
                 count += nll.numel()
         if self.args.world_size > 1:
@@ -154,6 +159,7 @@ def training_arguments(cfg: RunConfig, has_eval: bool) -> TrainingArguments:
         max_steps=t.max_steps,
         max_grad_norm=t.max_grad_norm,
         logging_steps=t.logging_steps,
+        logging_nan_inf_filter=False,  # a NaN loss must reach the logs and the NaN guard, not be averaged away
         eval_strategy="steps" if (has_eval and t.eval_steps > 0) else "no",
         eval_on_start=has_eval and t.eval_on_start,
         save_strategy="steps" if t.save_steps > 0 else "no",
@@ -189,6 +195,8 @@ class PreparedData:
     template: str | None
     eval_scorer: object | None = None  # task metrics on the held-out split (classification tasks)
     test_scorer: object | None = None  # task metrics on the test split, after training
+    collator: object | None = None  # the objective's batches (default: SFTCollator from the config)
+    example_loss: object | None = None  # (model, batch) -> per-example losses (default: weighted next-token NLL)
 
 
 def split_examples(cfg: RunConfig) -> tuple[list[dict], list[dict]]:
@@ -213,7 +221,7 @@ def split_examples(cfg: RunConfig) -> tuple[list[dict], list[dict]]:
     return train, evals
 
 
-def _task_split(cfg: RunConfig, task, which: str, limit: int | None = None) -> list[dict]:
+def task_split(cfg: RunConfig, task, which: str, limit: int | None = None) -> list[dict]:
     from .tasks import read_split
 
     source, split = getattr(cfg.task, which).split(":")
@@ -232,23 +240,27 @@ def prepare_task_data(cfg: RunConfig, tokenizer) -> PreparedData:
 
     task = get_task(cfg.task.name)
     t, d = cfg.task, cfg.data
-    train_rows = _task_split(cfg, task, "train")[: d.max_train_examples or None]
+    train_rows = task_split(cfg, task, "train")[: d.max_train_examples or None]
     common = dict(form=t.form, max_length=d.max_length, label_tokens=t.label_tokens)
     train, train_stats = build_classification_dataset(tokenizer, task, train_rows, source=t.train, **common)
     evals = eval_stats = eval_scorer = test_scorer = None
     if t.eval:
-        eval_rows = _task_split(cfg, task, "eval", t.max_eval_examples)
+        eval_rows = task_split(cfg, task, "eval", t.max_eval_examples)
         evals, eval_stats = build_classification_dataset(tokenizer, task, eval_rows, source=t.eval, **common)
         eval_scorer = build_task_scorer(tokenizer, task, eval_rows, batch_size=cfg.train.per_device_batch_size,
                                         **common)
     if t.test:
-        test_rows = _task_split(cfg, task, "test", t.max_test_examples)
+        test_rows = task_split(cfg, task, "test", t.max_test_examples)
         test_scorer = build_task_scorer(tokenizer, task, test_rows, batch_size=cfg.train.per_device_batch_size,
                                         **common)
     return PreparedData(train, evals, train_stats, eval_stats, None, eval_scorer, test_scorer)
 
 
-def prepare_data(cfg: RunConfig, tokenizer) -> PreparedData:
+def prepare_data(cfg: RunConfig, tokenizer, model=None) -> PreparedData:
+    if cfg.task.name and cfg.task.objective in OBJECTIVES:
+        parts = prepare_objective(cfg, tokenizer, model, task_split)
+        return PreparedData(parts["train"], parts["eval"], parts["train_stats"], parts["eval_stats"], None,
+                            parts["eval_scorer"], parts["test_scorer"], parts["collator"], parts["loss"])
     if cfg.task.name:
         return prepare_task_data(cfg, tokenizer)
     template = resolve_template(tokenizer, cfg.data.chat_template)
@@ -268,6 +280,17 @@ def prepare_data(cfg: RunConfig, tokenizer) -> PreparedData:
 
 # ---------------------------------------------------------------------------------------------------------------
 # run directory
+
+
+def objective_model_config(cfg: RunConfig) -> tuple:
+    """(ModelConfig, num_labels) to load: an objective may ask for another head (the CLS baseline's classifier)."""
+    if not (cfg.task.name and cfg.task.objective in OBJECTIVES):
+        return cfg.model, None
+    from .tasks import get_task
+
+    wanted = OBJECTIVES[cfg.task.objective].model_overrides(cfg, get_task(cfg.task.name))
+    num_labels = wanted.pop("num_labels", None)
+    return dataclasses.replace(cfg.model, **wanted), num_labels
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:
@@ -297,6 +320,7 @@ def run_metadata(cfg: RunConfig, model, data: PreparedData) -> dict:
         "model": describe_model(model),
         "loss": describe_loss(cfg.loss),
         "adapter": describe_adapter(cfg, model),
+        "task": describe_objective(cfg) if cfg.task.name else None,
         "chat_template": cfg.data.chat_template,
         "optimizer": {
             "name": "adamw_torch",
@@ -338,26 +362,31 @@ def train(cfg: RunConfig, *, resume: bool = False, callbacks: list[TrainerCallba
 
     set_seed(cfg.train.seed)
     if model is None or tokenizer is None:
-        model, tokenizer = load_model_and_tokenizer(cfg.model, for_training=True)
-    data = prepare_data(cfg, tokenizer)
+        model_cfg, num_labels = objective_model_config(cfg)
+        model, tokenizer = load_model_and_tokenizer(model_cfg, for_training=True, num_labels=num_labels)
+    data = prepare_data(cfg, tokenizer, model)
     model = ADAPTERS[cfg.adapter.type](model, cfg, tokenizer)
     groups_of = OPTIMIZER_GROUPS.get(cfg.adapter.type)
 
     args = training_arguments(cfg, has_eval=data.eval is not None)
     metrics_cb = MetricsCallback(run_dir, resume_step=_step_of(checkpoint))
+    best_cb = BestWeightsCallback(cfg.train.best_metric) if cfg.train.best_metric else None
+    if best_cb is not None and checkpoint is not None:
+        best_cb.load_from(checkpoint)
     trainer = PosttrainTrainer(
         model=model,
         args=args,
         train_dataset=data.train,
         eval_dataset=data.eval,
-        data_collator=SFTCollator(
+        data_collator=data.collator or SFTCollator(
             tokenizer.pad_token_id, cfg.train.packing, cfg.loss.reduction,
             pad_to=cfg.data.max_length if cfg.data.pad_to_max_length else None, padding_side=cfg.data.padding_side,
         ),
         processing_class=tokenizer,
-        callbacks=[metrics_cb, *(callbacks or [])],
+        callbacks=[metrics_cb, NonFiniteGuardCallback(), *([best_cb] if best_cb else []), *(callbacks or [])],
         param_groups=groups_of(model, cfg) if groups_of else None,
         task_scorer=data.eval_scorer,
+        example_loss=data.example_loss,
     )
     if trainer.is_world_process_zero():
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -367,6 +396,8 @@ def train(cfg: RunConfig, *, resume: bool = False, callbacks: list[TrainerCallba
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     stopped_early = any(isinstance(cb, StopAtStepCallback) and cb.fired for cb in callbacks or [])
     final = {"train_loss": result.training_loss, "global_step": trainer.state.global_step}
+    if best_cb is not None and not stopped_early and best_cb.restore(trainer.model):
+        final.update(best_cb.summary())  # final eval, test and saved weights are the best evaluation's
     if data.eval is not None and not stopped_early:
         final.update(trainer.evaluate())
     if data.test_scorer is not None and not stopped_early:

@@ -133,6 +133,10 @@ def ensure_converted(gguf_path: str | os.PathLike) -> Path:
     final = converted_dir(gguf_path)
     if _complete(final):
         return final
+    with open(gguf_path, "rb") as handle:  # fail on a non-GGUF file before announcing a conversion
+        magic = handle.read(8)
+    if magic[:4] != b"GGUF" or int.from_bytes(magic[4:8], "little") not in (2, 3):
+        raise ModelLoadError(f"{gguf_path}: not a GGUF v2/v3 file (it does not start with the GGUF header)")
     print(f"posttrain: converting GGUF {gguf_path.name} to safetensors cache (once, ~20 s)", file=sys.stderr)
     model, tokenizer = _load_gguf_direct(gguf_path)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -178,9 +182,56 @@ def _common_kwargs(cfg: ModelConfig) -> dict:
     return kwargs
 
 
-def _load_local_dir(folder: Path, cfg: ModelConfig, *, label: str | None = None):
+HEADS = {  # ModelConfig.head -> the transformers auto class that loads it
+    "causal_lm": "AutoModelForCausalLM",
+    "masked_lm": "AutoModelForMaskedLM",
+    "seq2seq_lm": "AutoModelForSeq2SeqLM",
+    "sequence_classification": "AutoModelForSequenceClassification",
+}
+
+
+def resolve_head(head: str, config) -> str:
+    """``auto`` -> seq2seq_lm for encoder-decoders, masked_lm for models whose checkpoint is a masked LM (BERT,
+    RoBERTa, ...), else causal_lm. Other values pass through."""
+    if head != "auto":
+        return head
+    if getattr(config, "is_encoder_decoder", False):
+        return "seq2seq_lm"
+    archs = getattr(config, "architectures", None) or []
+    if any(a.endswith("ForMaskedLM") for a in archs):
+        return "masked_lm"
+    if any(a.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")) for a in archs):
+        return "causal_lm"
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    if config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return "masked_lm"
+    return "causal_lm"
+
+
+def _model_class(folder_or_repo: str, cfg: ModelConfig, extra: dict):
+    """The auto class for ``cfg.head`` (reading the config for ``auto``), with head-specific kwargs in ``extra``."""
+    import transformers
+
+    head = cfg.head
+    if head == "auto":
+        config = transformers.AutoConfig.from_pretrained(folder_or_repo, trust_remote_code=cfg.trust_remote_code,
+                                                         **extra)
+        head = resolve_head(head, config)
+    return getattr(transformers, HEADS[head])
+
+
+def _head_kwargs(cfg: ModelConfig, num_labels: int | None) -> dict:
+    if cfg.head == "sequence_classification":
+        if not num_labels:
+            raise ModelLoadError("model.head: sequence_classification needs the number of labels (a task)")
+        return {"num_labels": num_labels}
+    return {}
+
+
+def _load_local_dir(folder: Path, cfg: ModelConfig, *, label: str | None = None, num_labels: int | None = None):
     """Load a save_pretrained-style directory holding safetensors weights; refuse pickles."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     label = label or str(folder)
     if not any(folder.glob("*.safetensors")):
@@ -192,12 +243,13 @@ def _load_local_dir(folder: Path, cfg: ModelConfig, *, label: str | None = None)
             )
         ggufs = sorted(folder.glob("*.gguf"))
         if len(ggufs) == 1:  # a directory holding just one GGUF file is unambiguous
-            return _load_local_dir(ensure_converted(ggufs[0]), cfg, label=str(ggufs[0]))
+            return _load_local_dir(ensure_converted(ggufs[0]), cfg, label=str(ggufs[0]), num_labels=num_labels)
         hint = "set model.gguf_file to pick one of its .gguf files" if ggufs else "expected *.safetensors weights"
         raise ModelLoadError(f"{folder}: no model weights found; {hint}")
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(folder), use_safetensors=True, local_files_only=True,
-                                                     **_common_kwargs(cfg))
+        model_class = _model_class(str(folder), cfg, {"local_files_only": True})
+        model = model_class.from_pretrained(str(folder), use_safetensors=True, local_files_only=True,
+                                            **_common_kwargs(cfg), **_head_kwargs(cfg, num_labels))
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True,
                                                   trust_remote_code=cfg.trust_remote_code)
     except (OSError, ValueError, KeyError) as err:
@@ -205,9 +257,9 @@ def _load_local_dir(folder: Path, cfg: ModelConfig, *, label: str | None = None)
     return model, tokenizer
 
 
-def _load_hub(repo: str, cfg: ModelConfig):
+def _load_hub(repo: str, cfg: ModelConfig, num_labels: int | None = None):
     """Load a hub id through the Hugging Face cache (and the network unless offline mode is on)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     offline = _is_offline()
     hub = {"revision": cfg.revision, "local_files_only": offline}
@@ -217,7 +269,9 @@ def _load_hub(repo: str, cfg: ModelConfig):
 
             local = hf_hub_download(repo, cfg.gguf_file, **hub)
         else:
-            model = AutoModelForCausalLM.from_pretrained(repo, use_safetensors=True, **hub, **_common_kwargs(cfg))
+            model_class = _model_class(repo, cfg, hub)
+            model = model_class.from_pretrained(repo, use_safetensors=True, **hub, **_common_kwargs(cfg),
+                                                **_head_kwargs(cfg, num_labels))
             tokenizer = AutoTokenizer.from_pretrained(repo, trust_remote_code=cfg.trust_remote_code, **hub)
     except OSError as err:
         if offline:
@@ -230,32 +284,32 @@ def _load_hub(repo: str, cfg: ModelConfig):
     except ValueError as err:  # e.g. an id that is not a valid repo name
         raise ModelLoadError(f"model {repo!r}: {_first_line(err)}") from None
     if cfg.gguf_file:
-        return _load_local_dir(ensure_converted(local), cfg, label=f"{repo}/{cfg.gguf_file}")
+        return _load_local_dir(ensure_converted(local), cfg, label=f"{repo}/{cfg.gguf_file}", num_labels=num_labels)
     return model, tokenizer
 
 
-def _resolve_and_load(cfg: ModelConfig):
+def _resolve_and_load(cfg: ModelConfig, num_labels: int | None = None):
     name = str(cfg.name_or_path).strip()
     if name == "default":
-        return _load_local_dir(ensure_converted(default_gguf_path()), cfg, label="default")
+        return _load_local_dir(ensure_converted(default_gguf_path()), cfg, label="default", num_labels=num_labels)
     path = Path(name).expanduser()
     if path.is_file():
         if path.suffix.lower() != ".gguf":
             raise ModelLoadError(f"{name}: expected a .gguf file or a model directory")
-        return _load_local_dir(ensure_converted(path), cfg, label=name)
+        return _load_local_dir(ensure_converted(path), cfg, label=name, num_labels=num_labels)
     if path.is_dir():
         if cfg.gguf_file:
             gguf = path / cfg.gguf_file
             if not gguf.is_file():
                 raise ModelLoadError(f"{gguf}: no such file (model.gguf_file inside {name})")
-            return _load_local_dir(ensure_converted(gguf), cfg, label=str(gguf))
-        return _load_local_dir(path, cfg)
+            return _load_local_dir(ensure_converted(gguf), cfg, label=str(gguf), num_labels=num_labels)
+        return _load_local_dir(path, cfg, num_labels=num_labels)
     if _looks_like_path(name):
         raise ModelLoadError(f"{name}: no such file or directory")
-    return _load_hub(name, cfg)
+    return _load_hub(name, cfg, num_labels)
 
 
-def load_model_and_tokenizer(cfg: ModelConfig, *, for_training: bool = True):
+def load_model_and_tokenizer(cfg: ModelConfig, *, for_training: bool = True, num_labels: int | None = None):
     """Load ``(model, tokenizer)`` as ``cfg`` describes; the model is in train mode iff ``for_training``.
 
     Tokenizer fix-ups: a missing pad token becomes eos (else unk). Reusing eos is safe because padded positions
@@ -263,7 +317,7 @@ def load_model_and_tokenizer(cfg: ModelConfig, *, for_training: bool = True):
     so the model still learns to emit eos. Padding goes right for training (the causal loss ignores the tail)
     and left for inference (``generate`` appends new tokens after the last real token of every row).
     """
-    model, tokenizer = _resolve_and_load(cfg)
+    model, tokenizer = _resolve_and_load(cfg, num_labels)
     if tokenizer.pad_token is None:
         fallback = tokenizer.eos_token or tokenizer.unk_token
         if fallback is None:

@@ -31,19 +31,26 @@ class TaskScorer:
         return len(self.contexts)
 
     def predict(self, model, progress: bool | str = False) -> list[str]:
+        scores = self.label_scores(model, progress)
+        return [self.task.labels[int(i)] for i in scores.argmax(-1)]
+
+    def label_scores(self, model, progress: bool | str = False) -> torch.Tensor:
+        """(N, C) float32: log p(word_c | context) of each label word (summed over its scored tokens), the
+        quantity prediction ranks. ``softmax`` over the last axis gives the label distribution (pseudo-label
+        confidences, PCP Step 1)."""
         if all(len(option) == 1 for options in self.choices for option in options):
-            return self._predict_single_tokens(model, progress)
+            return self._single_token_scores(model, progress)
         scores = choose(model, self.contexts, self.choices, batch_size=self.batch_size,
                         pad_token_id=self.pad_token_id, progress=progress)
-        return [self.task.labels[max(range(len(row)), key=lambda j: row[j].logprob)] for row in scores]
+        return torch.tensor([[s.logprob for s in row] for row in scores], dtype=torch.float32)
 
     @torch.no_grad()
-    def _predict_single_tokens(self, model, progress) -> list[str]:
+    def _single_token_scores(self, model, progress) -> torch.Tensor:
         """Every label word is one token: one pass per context, reading the label rows at its last position
-        (the same argmax as ``choose``, without running the context once per label)."""
+        (the same scores as ``choose``, without running the context once per label)."""
         device = next(model.parameters()).device
         order = sorted(range(len(self.contexts)), key=lambda i: -len(self.contexts[i]))
-        out: list[str | None] = [None] * len(self.contexts)
+        out = torch.zeros(len(self.contexts), len(self.task.labels), dtype=torch.float32)
         with _progress(len(order), progress, "scoring") as bar:
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start : start + self.batch_size]
@@ -54,10 +61,9 @@ class TaskScorer:
                 logits = selected_logits(model, ids.to(device), mask.to(device), keep.to(device))
                 logp = torch.log_softmax(logits.float(), dim=-1)
                 for row, i in enumerate(chunk):
-                    rows = [option[0] for option in self.choices[i]]
-                    out[i] = self.task.labels[int(logp[row, rows].argmax())]
+                    out[i] = logp[row, [option[0] for option in self.choices[i]]].cpu()
                 bar.update(len(chunk))
-        return out  # type: ignore[return-value]
+        return out
 
     def __call__(self, model, progress: bool | str = False) -> dict[str, float]:
         was_training = model.training

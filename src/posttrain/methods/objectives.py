@@ -1,0 +1,205 @@
+"""Task objectives that score labels directly: ``task.objective: verbalizer | classifier``.
+
+Both give each example a vector of label scores s(x) in R^C and train with cross-entropy (or, for STS-B-style
+regression, KL to the soft target [1 - t, t]); they differ only in where s comes from:
+
+- ``verbalizer``: prompt-based fine-tuning (LM-BFF, Gao et al. 2021; PCP, Shi & Lipani, NeurIPS 2023): the LM
+  head read at the template's label slot (``prompt_ft``);
+- ``classifier``: the CLS-head baseline of PCP (``run_cls_ft.py``): a new sequence-classification head on the
+  plain input (transformers' ``AutoModelForSequenceClassification``: RoBERTa's <s> -> dense -> tanh -> linear,
+  Llama's last-token linear "score"), no template.
+
+(``task.objective: lm``, the default, is the label word's next-token loss over the whole vocabulary; see
+``data/classification.py``.) Each objective supplies: how the model is loaded, the dataset rows and collator, the
+per-example loss, and a scorer for dev/test metrics and pseudo-labels, which the engine composes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ..evaluation.metrics import compute
+from . import prompt_ft
+
+
+@dataclass
+class LabelScorer:
+    """Dev/test metrics and label distributions of a task split under a scores function."""
+
+    task: object
+    rows: list
+    gold: list
+    batch_size: int
+    collate: Callable
+    scores: Callable  # (model, batch) -> (B, C)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @torch.no_grad()
+    def label_scores(self, model, progress: bool | str = False) -> torch.Tensor:
+        """(N, C) log-probabilities of the labels (rows sum to 1 after exp)."""
+        from ..evaluation.scorer import _progress
+
+        device = next(model.parameters()).device
+        order = sorted(range(len(self.rows)), key=lambda i: -len(self.rows[i]["input_ids"]))
+        out = torch.zeros(len(self.rows), len(self.task.labels))
+        was_training = model.training
+        model.eval()
+        try:
+            with _progress(len(order), progress, "scoring") as bar:
+                for start in range(0, len(order), self.batch_size):
+                    chunk = order[start : start + self.batch_size]
+                    batch = self.collate([self.rows[i] for i in chunk])
+                    batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+                    out[chunk] = torch.log_softmax(self.scores(model, batch).float(), -1).cpu()
+                    bar.update(len(chunk))
+        finally:
+            model.train(was_training)
+        return out
+
+    def predict(self, model, progress: bool | str = False) -> list:
+        logp = self.label_scores(model, progress)
+        reg = self.task.regression
+        if reg is not None:  # y_hat = lb + p(high) (ub - lb)
+            return (reg.lb + logp[:, 1].exp() * (reg.ub - reg.lb)).tolist()
+        return [self.task.labels[int(i)] for i in logp.argmax(-1)]
+
+    def __call__(self, model, progress: bool | str = False) -> dict[str, float]:
+        predictions = self.predict(model, progress)
+        positive = getattr(self.task, "positive_label", None) or "1"
+        metrics = compute(self.task.metrics, predictions, self.gold, positive_label=positive, labels=self.task.labels)
+        metrics["examples"] = len(self.gold)
+        return metrics
+
+
+def _gold(task, rows_source: list[dict]) -> list:
+    from ..tasks import canonical_label
+
+    if task.is_regression:
+        return [float(ex["label"]) for ex in rows_source]
+    return [canonical_label(ex["label"]) for ex in rows_source]
+
+
+@dataclass
+class Objective:
+    """What the engine needs from a task objective (see the module docstring)."""
+
+    name: str
+    model_overrides: Callable  # (cfg, task) -> dict of ModelConfig fields and load kwargs
+    encode: Callable           # (tokenizer, task, examples, cfg, kind, source, labelled) -> (rows, stats)
+    collator: Callable         # (tokenizer) -> collate function
+    scores: Callable           # (model, batch, kind) -> (B, C)
+
+
+def _verbalizer_encode(tokenizer, task, examples, cfg, kind, source, labelled=True):
+    t = cfg.task
+    return prompt_ft.build_rows(tokenizer, task, examples, kind=kind, form=t.form, max_length=cfg.data.max_length,
+                                label_tokens=t.label_tokens, causal_scoring=t.causal_scoring, source=source,
+                                labelled=labelled)
+
+
+def _classifier_encode(tokenizer, task, examples, cfg, kind, source, labelled=True):
+    """Plain input (text_a, or the text_a/text_b pair as the tokenizer joins it), no template."""
+    from ..errors import DataError
+    from ..tasks import canonical_label, soft_target
+
+    rows, stats = [], prompt_ft.PromptStats()
+    for ex in examples:
+        enc = tokenizer(ex["text_a"], ex.get("text_b") or None, truncation=True, max_length=cfg.data.max_length)
+        label, target = -1, [0.0] * len(task.labels)
+        if labelled:
+            if ex.get("label") is None:
+                raise DataError(f"{source}: example {ex.get('idx')} has no label")
+            if task.is_regression:
+                value = soft_target(task, float(ex["label"]))
+                target = [1.0 - value, value]
+            else:
+                label = task.labels.index(canonical_label(ex["label"]))
+        rows.append({"input_ids": enc["input_ids"], "position": 0, "candidates": [], "label": label,
+                     "soft_target": target})
+        stats.examples += 1
+        stats.tokens += len(enc["input_ids"])
+    if not rows:
+        raise DataError(f"{source}: no examples")
+    return rows, stats
+
+
+def _classifier_scores(model, batch, kind):
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+
+OBJECTIVES = {
+    "verbalizer": Objective(
+        "verbalizer", lambda cfg, task: {}, _verbalizer_encode,
+        lambda tok: prompt_ft.PromptCollator(tok.pad_token_id), prompt_ft.candidate_scores),
+    "classifier": Objective(
+        "classifier", lambda cfg, task: {"head": "sequence_classification", "num_labels": len(task.labels)},
+        _classifier_encode, lambda tok: prompt_ft.PromptCollator(tok.pad_token_id), _classifier_scores),
+}
+
+
+def model_kind_of(model) -> str:
+    from .soft_prompt import model_kind
+
+    kind = model_kind(model)
+    return "masked" if kind == "encoder" else kind
+
+
+def prepare(cfg, tokenizer, model, read_split: Callable):
+    """Train rows, eval rows, collator, loss and scorers for ``cfg.task`` under its objective."""
+    from ..tasks import get_task
+
+    objective = OBJECTIVES[cfg.task.objective]
+    task = get_task(cfg.task.name)
+    kind = model_kind_of(model)
+    t, d = cfg.task, cfg.data
+    collate = objective.collator(tokenizer)
+    scores = lambda m, batch: objective.scores(m, batch, kind)  # noqa: E731
+    regression = task.is_regression
+
+    def loss(m, batch):
+        return prompt_ft.example_losses(scores(m, batch), batch, regression)
+
+    def rows_of(which, limit=None):
+        examples = read_split(cfg, task, which, limit)
+        rows, stats = objective.encode(tokenizer, task, examples, cfg, kind, getattr(t, which))
+        return examples, rows, stats
+
+    import datasets
+
+    train_examples, train_rows, train_stats = rows_of("train")
+    train_rows = train_rows[: d.max_train_examples or None]
+    out = dict(train=datasets.Dataset.from_list(train_rows), train_stats=train_stats, collator=collate,
+               loss=loss, eval=None, eval_stats=None, eval_scorer=None, test_scorer=None)
+    batch = cfg.train.per_device_batch_size
+    if t.eval:
+        examples, rows, stats = rows_of("eval", t.max_eval_examples)
+        out.update(eval=datasets.Dataset.from_list(rows), eval_stats=stats,
+                   eval_scorer=LabelScorer(task, rows, _gold(task, examples), batch, collate, scores))
+    if t.test:
+        examples, rows, _ = rows_of("test", t.max_test_examples)
+        out["test_scorer"] = LabelScorer(task, rows, _gold(task, examples), batch, collate, scores)
+    return out
+
+
+def unlabelled_scorer(cfg, tokenizer, model, task, examples: list[dict], batch_size: int = 16) -> LabelScorer:
+    """A scorer over examples without labels (pseudo-labelling a pool, PCP Step 1)."""
+    objective = OBJECTIVES[cfg.task.objective]
+    kind = model_kind_of(model)
+    rows, _ = objective.encode(tokenizer, task, examples, cfg, kind, "pool", labelled=False)
+    collate = objective.collator(tokenizer)
+    return LabelScorer(task, rows, [None] * len(rows), batch_size, collate,
+                       lambda m, batch: objective.scores(m, batch, kind))
+
+
+def describe(cfg) -> dict:
+    """The task's named choices, for run metadata."""
+    t = cfg.task
+    return {"objective": t.objective, "form": t.form, "label_tokens": t.label_tokens,
+            "causal_scoring": t.causal_scoring}
+
+
