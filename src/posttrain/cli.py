@@ -14,6 +14,14 @@ from .errors import PosttrainError
 EPILOG = "Config keys and their help: posttrain config. Docs: README.md."
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Usage errors as one ``error:`` line (like every other posttrain error), exit status 2; subcommands inherit
+    the class. ``--help`` still prints the full usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _cmd_train(args) -> int:
     from .config import load_config
     from .engine import train
@@ -106,7 +114,7 @@ def _cmd_dept_budget(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="posttrain",
         description="Post-training of language models when labels are scarce (IT/IM instruction tuning, ...).",
         epilog=EPILOG,
@@ -160,8 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .stepgame.cli import register as register_stepgame
     from .tasks.cli import register as register_tasks
 
+    from .pipelines.grid import register as register_grid
+
     register_stepgame(sub)
     register_tasks(sub)
+    register_grid(sub)
 
     p = sub.add_parser("dept-budget", help="DePT (m, r) pairs with prompt tuning's parameter budget for a model")
     p.add_argument("--model", default="default", help="model spec whose hidden size d is used (default: SmolLM2)")

@@ -1,0 +1,512 @@
+"""The few-shot protocol: methods x tasks x k-shot seeds x hyper-parameter grid -> best dev cell -> test mean ± std.
+
+LM-BFF (Gao et al., ACL 2021) and PCP (Shi & Lipani, NeurIPS 2023, README §3) evaluate a few-shot method as
+follows: for each task and each of the five k-shot splits (seeds 13, 21, 42, 87, 100; 16 examples per class in
+train and in dev), train once per learning rate in {1e-5, 2e-5, 5e-5}; keep the run whose 16-shot *dev* metric is
+best; report its *test* metric; summarise the seeds as mean ± std. For seed s and grid point h:
+
+    h*(s) = argmax_h dev(s, h),    table cell = mean_s test(s, h*(s)) ± std_s test(s, h*(s))
+
+Each cell is one ``engine.train`` run in ``OUT/<method>/<task>/seed<s>/<axes>``; a cell is finished when its
+``final_metrics.json`` exists, so re-running ``posttrain grid CONFIG`` resumes a partial grid. Within a run the
+engine keeps the best evaluation's weights when ``train.best_metric`` is set (the grid sets it to the selection
+metric when ``train.eval_steps > 0``), and the cell's dev value is then ``best_eval_<metric>``, else
+``eval_<metric>``. The std is the population std (ddof 0, NumPy's default, as LM-BFF's tools/gather_result.py)
+unless ``std: sample``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import gc
+import itertools
+import json
+import math
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import yaml
+
+from ..errors import ConfigError, PosttrainError
+from ..io_utils import atomic_write_json, atomic_write_text
+
+LM_BFF_SEEDS = [13, 21, 42, 87, 100]
+SHORT = {"train.learning_rate": "lr", "adapter.prompt_learning_rate": "plr", "adapter.offset_learning_rate": "olr",
+         "train.per_device_batch_size": "bs", "train.max_steps": "steps", "train.weight_decay": "wd"}
+
+
+def _f(default, help_text: str):
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help_text})
+    return field(default=default, metadata={"help": help_text})
+
+
+@dataclass
+class GridConfig:
+    output_dir: str = _f("", "Grid folder OUT: cells go to OUT/<method>/<task>/seed<seed>/<axes>, tables to "
+                         "OUT/grid_results.{json,md,png}.")
+    recipes: dict = _f({}, "Method name -> RunConfig recipe (YAML path), or -> {recipe: PATH, overrides: [k=v, ...], "
+                       "axes: {key: [values]}} for per-method overrides and a per-method grid (e.g. DePT's two lrs).")
+    tasks: list = _f([], "Declared task names (`posttrain tasks list`) or task YAML files; each cell sets task.name.")
+    seeds: list = _f(LM_BFF_SEEDS, "k-shot seeds; each sets every key of seed_keys (LM-BFF: data split = train seed).")
+    seed_keys: list = _f(["task.seed", "train.seed"], "RunConfig keys the seed is written to.")
+    axes: dict = _f({"train.learning_rate": [1e-5, 2e-5, 5e-5]},
+                    "section.key -> values; the grid is their Cartesian product (PCP: lr in {1e-5, 2e-5, 5e-5}).")
+    train_split: Optional[str] = _f("kshot:train", "task.train of every cell (null = keep the recipe's).")
+    eval_split: Optional[str] = _f("kshot:dev", "task.eval of every cell: the dev set selection is made on.")
+    test_split: Optional[str] = _f("kshot:test", "task.test of every cell: the split reported in the table.")
+    select_metric: Optional[str] = _f(None, "Dev metric to select on (accuracy, mcc, f1, pearson, output_loss; "
+                                      "losses are minimised); null = each task's first metric. The table reports "
+                                      "the same metric on test (the task's first metric when selecting on a loss).")
+    overrides: list = _f([], "section.key=value overrides applied to every cell (after the recipe).")
+    task_overrides: dict = _f({}, "Task name -> overrides for that task's cells, e.g. {RTE: [data.max_length=256]}.")
+    std: str = _f("population", "Std over seeds: population (ddof 0, as LM-BFF) or sample (ddof 1).")
+    keep_weights: str = _f("selected", "Weights kept once a (method, task, seed) group is finished: all, selected "
+                           "(final/ of the chosen cell only; checkpoints/ removed) or none (metrics only).")
+    percent: bool = _f(True, "Show metrics x100 in the Markdown table and the plot (JSON keeps raw values).")
+
+
+@dataclass
+class Cell:
+    method: str
+    task: str          # the task's declared name (dir and table label)
+    seed: int
+    axes: dict         # axis key -> value of this cell
+    run_dir: Path
+    cfg: object        # the resolved RunConfig
+    dev_metric: str
+    test_metric: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} {self.task} seed{self.seed} {_axes_tag(self.axes)}"
+
+
+def _bad(where: str, msg: str):
+    raise ConfigError(f"{where}: {msg}")
+
+
+def _resolve_file(text: str, base: Path, where: str, what: str) -> Path:
+    path = Path(str(text)).expanduser()
+    for candidate in ([path] if path.is_absolute() else [Path.cwd() / path, base / path]):
+        if candidate.is_file():
+            return candidate.resolve()
+    _bad(where, f"{what} file not found: {text} (looked in {Path.cwd()} and {base})")
+
+
+def _fmt(value) -> str:
+    text = format(value, "g") if isinstance(value, float) else str(value)
+    return re.sub(r"[^A-Za-z0-9.+-]+", "-", text)
+
+
+def _axes_tag(axes: dict) -> str:
+    return "_".join(f"{SHORT.get(k, k.split('.')[-1])}{_fmt(v)}" for k, v in axes.items()) or "default"
+
+
+def _product(axes: dict) -> list[dict]:
+    return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
+
+
+def _check_axes(axes, where: str, keys: list[str]) -> dict:
+    if not isinstance(axes, dict):
+        _bad(where, f"expected a mapping of section.key -> list of values, got {axes!r}")
+    for key, values in axes.items():
+        if key not in keys:
+            _bad(f"{where}.{key}", "unknown config key" + _hint(key, keys))
+        if not isinstance(values, list) or not values:
+            _bad(f"{where}.{key}", f"expected a non-empty list of values, got {values!r}")
+    return dict(axes)
+
+
+def _hint(key, names) -> str:
+    close = difflib.get_close_matches(str(key), list(names), n=1, cutoff=0.5)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _check_data(cfg, task, where: str, seen: set) -> None:
+    from ..tasks import find_file
+
+    for value in (cfg.task.train, cfg.task.eval, cfg.task.test):
+        key = (task.name, value, cfg.task.seed, cfg.task.data_root)
+        if value and key not in seen:
+            source, split = value.split(":")
+            try:
+                found = find_file(task, source, split, root=cfg.task.data_root, seed=cfg.task.seed)
+            except ConfigError as err:
+                _bad(where, str(err))
+            if found is None:
+                _bad(where, f"{task.name} {value} (seed {cfg.task.seed}): data file not present; set "
+                     "$POSTTRAIN_DATA or task.data_root")
+            seen.add(key)
+
+
+_TYPES = {"output_dir": str, "recipes": dict, "tasks": list, "seeds": list, "seed_keys": list, "axes": dict,
+          "overrides": list, "task_overrides": dict, "percent": bool}
+_CHOICES = {"std": ("population", "sample"), "keep_weights": ("all", "selected", "none")}
+
+
+def read_grid(path: str | Path, extra_overrides: list[str] | None = None) -> GridConfig:
+    """The grid YAML as a GridConfig, with one-line errors for unknown keys, wrong types and empty lists."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: grid file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        _bad(str(path), f"expected a mapping (output_dir, recipes, tasks, seeds, axes, ...), got {type(raw).__name__}")
+    defaults = GridConfig()
+    for key, value in raw.items():
+        if not hasattr(defaults, key):
+            _bad(str(path), f"unknown key '{key}'" + _hint(key, [f.name for f in dataclasses.fields(GridConfig)]))
+        if value is None and isinstance(getattr(defaults, key), (list, dict)):
+            raw[key] = getattr(defaults, key)  # an empty 'overrides:' means none
+        elif key in _TYPES and not isinstance(value, _TYPES[key]):
+            _bad(f"{path}: {key}", f"expected a {_TYPES[key].__name__}, got {value!r}")
+        elif key in _CHOICES and value not in _CHOICES[key]:
+            _bad(f"{path}: {key}", f"expected one of {', '.join(_CHOICES[key])}, got {value!r}")
+    grid = GridConfig(**raw)
+    grid.overrides = [*grid.overrides, *(extra_overrides or [])]
+    if not grid.output_dir:
+        _bad(f"{path}: output_dir", "required: the grid's output folder, e.g. runs/grid/prompt_ft")
+    for name in ("recipes", "tasks", "seeds"):
+        if not getattr(grid, name):
+            _bad(f"{path}: {name}", "must not be empty")
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in grid.seeds):
+        _bad(f"{path}: seeds", f"expected a list of integers, got {grid.seeds!r}")
+    if grid.eval_split == "":
+        _bad(f"{path}: eval_split", "the selection needs a dev split (e.g. kshot:dev)")
+    return grid
+
+
+def load_grid(path: str | Path, extra_overrides: list[str] | None = None,
+              check_data: bool = True) -> tuple[GridConfig, list[Cell]]:
+    """Read and validate a grid YAML; returns it with every cell's resolved RunConfig (no training). With
+    check_data, every cell's train/dev/test file must exist (so a grid does not fail cell by cell)."""
+    from ..config import all_keys, load_config
+    from ..tasks import get_task
+
+    grid = read_grid(path, extra_overrides)
+    where, base, keys = str(path), Path(path).resolve().parent, all_keys()
+    for key in grid.seed_keys:
+        if key not in keys:
+            _bad(f"{where}: seed_keys", f"unknown config key {key!r}" + _hint(key, keys))
+    _check_axes(grid.axes, f"{where}: axes", keys)
+    methods = {}
+    for name, spec in grid.recipes.items():
+        at = f"{where}: recipes.{name}"
+        spec = {"recipe": spec} if isinstance(spec, str) else spec
+        if not isinstance(spec, dict) or "recipe" not in spec or set(spec) - {"recipe", "overrides", "axes"}:
+            _bad(at, "expected a recipe path or {recipe: PATH, overrides: [...], axes: {...}}")
+        methods[str(name)] = (_resolve_file(spec["recipe"], base, at, "recipe"), list(spec.get("overrides") or []),
+                              _check_axes(spec["axes"], f"{at}.axes", keys) if "axes" in spec else grid.axes)
+    tasks = []
+    for i, entry in enumerate(grid.tasks):
+        at, ref = f"{where}: tasks[{i}]", str(entry)
+        if ref.endswith((".yaml", ".yml")):
+            ref = str(_resolve_file(ref, base, at, "task"))
+        try:
+            task = get_task(ref)
+        except ConfigError as err:
+            _bad(at, str(err))
+        extra = grid.task_overrides.get(task.name, grid.task_overrides.get(str(entry), []))
+        tasks.append((at, ref, task, extra))
+    for name in grid.task_overrides:
+        if name not in {t.name for _, _, t, _ in tasks} | {str(e) for e in grid.tasks}:
+            _bad(f"{where}: task_overrides.{name}", "not one of the grid's tasks" + _hint(name, grid.tasks))
+
+    cells, seen, checked = [], {}, set()
+    splits = [(k, v) for k, v in (("train", grid.train_split), ("eval", grid.eval_split), ("test", grid.test_split))
+              if v is not None]
+    for method, (recipe, method_overrides, axes) in methods.items():
+        for at, ref, task, task_overrides in tasks:
+            select = grid.select_metric or task.metrics[0]
+            if select != "output_loss" and select not in task.metrics:
+                _bad(f"{where}: select_metric",
+                     f"{select!r} is not a metric of {task.name} ({', '.join(task.metrics)})")
+            for seed, point in ((s, p) for s in grid.seeds for p in _product(axes)):
+                run_dir = Path(grid.output_dir) / method / _fmt(task.name) / f"seed{seed}" / _axes_tag(point)
+                if run_dir in seen:
+                    _bad(where, f"cells {seen[run_dir]} and {method} {task.name} {point} share {run_dir}")
+                seen[run_dir] = f"{method} {task.name} {point}"
+                over = [*grid.overrides, *method_overrides, *task_overrides, f"task.name={json.dumps(ref)}",
+                        *[f"{k}={seed}" for k in grid.seed_keys], *[f"task.{k}={v}" for k, v in splits],
+                        *[f"{k}={json.dumps(v)}" for k, v in point.items()],
+                        f"train.output_dir={json.dumps(str(run_dir))}"]
+                try:
+                    cfg = load_config(recipe, over)
+                    if hasattr(cfg.train, "best_metric") and not cfg.train.best_metric and cfg.train.eval_steps > 0:
+                        cfg = load_config(recipe, [*over, f"train.best_metric={select}"])  # LM-BFF's best checkpoint
+                except ConfigError as err:
+                    _bad(f"{where}: cell {method}/{task.name}/seed{seed}/{_axes_tag(point)}", str(err))
+                if not cfg.task.eval:
+                    _bad(f"{where}: eval_split", f"{method}'s recipe has no task.eval: selection needs a dev split")
+                if check_data:
+                    _check_data(cfg, task, at, checked)
+                test_metric = task.metrics[0] if "loss" in select else select
+                cells.append(Cell(method, task.name, seed, point, run_dir, cfg, select, test_metric))
+    return grid, cells
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# cell state, selection, statistics
+
+
+def cell_state(cell: Cell) -> tuple[str, dict]:
+    """("done", final metrics) | ("failed", {"error"}) | ("partial", {"checkpoint"}) | ("pending", {})."""
+    for state, name in (("done", "final_metrics.json"), ("failed", "cell_error.json")):
+        if (cell.run_dir / name).is_file():
+            return state, json.loads((cell.run_dir / name).read_text(encoding="utf-8"))
+    steps = [int(p.name[11:]) for p in (cell.run_dir / "checkpoints").glob("checkpoint-*") if p.name[11:].isdigit()]
+    if steps:
+        return "partial", {"checkpoint": str(cell.run_dir / "checkpoints" / f"checkpoint-{max(steps)}")}
+    return ("partial", {}) if cell.run_dir.is_dir() else ("pending", {})
+
+
+def dev_value(metrics: dict, metric: str) -> tuple[Optional[str], Optional[float]]:
+    """The cell's dev score: ``best_eval_<m>`` (best weights kept by the engine) if present, else ``eval_<m>``."""
+    for key in (f"best_eval_{metric}", f"eval_{metric}"):
+        if isinstance(value := metrics.get(key), (int, float)) and math.isfinite(value):
+            return key, float(value)
+    return None, None
+
+
+def mean_std(values: list[float], std: str = "population") -> tuple[float, float]:
+    """Mean and std (population: ddof 0, as LM-BFF's numpy .std(); sample: ddof 1) of a non-empty list."""
+    n, ddof = len(values), 1 if std == "sample" else 0
+    mean = sum(values) / n
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - ddof)) if n > ddof else 0.0
+
+
+def select(cells: list[Cell], states: dict, std: str = "population") -> tuple[list[dict], dict]:
+    """Per (method, task, seed): the done cell with the best dev value (ties: the first in grid order, as LM-BFF's
+    gather_result.py); per (method, task): mean ± std over seeds of the chosen cells' test metric."""
+    groups: dict = {}
+    for cell in cells:
+        groups.setdefault((cell.method, cell.task, cell.seed), []).append(cell)
+    chosen, summary = [], {}
+    for (method, task, seed), members in groups.items():
+        best = None
+        for cell in members:
+            state, metrics = states[cell.run_dir]
+            key, value = dev_value(metrics, cell.dev_metric) if state == "done" else (None, None)
+            score = None if key is None else (-value if "loss" in cell.dev_metric else value)
+            if score is not None and (best is None or score > best[0]):
+                best = (score, cell, key, value, metrics)
+        if best is None:
+            continue
+        _, cell, key, value, metrics = best
+        test_key = f"test_{cell.test_metric}"
+        chosen.append({"method": method, "task": task, "seed": seed, "axes": cell.axes, "run_dir": str(cell.run_dir),
+                       "dev_key": key, "dev": value, "test_key": test_key, "test": metrics.get(test_key),
+                       "complete": all(states[c.run_dir][0] in ("done", "failed") for c in members)})
+        entry = summary.setdefault(method, {}).setdefault(task, {"metric": test_key, "seeds": [], "values": []})
+        if isinstance(metrics.get(test_key), (int, float)):
+            entry["seeds"].append(seed)
+            entry["values"].append(metrics[test_key])
+    for entry in (e for tasks in summary.values() for e in tasks.values()):
+        entry["n"] = len(entry["values"])
+        entry["mean"], entry["std"] = mean_std(entry["values"], std) if entry["values"] else (None, None)
+    return chosen, summary
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# running and reporting
+
+
+def _prune(cells: list[Cell], states: dict, chosen: list[dict], keep: str) -> None:
+    """keep_weights: drop checkpoints/ (and final/ of the cells not selected) once a seed's group is finished."""
+    picked = {row["run_dir"] for row in chosen if row["complete"]}
+    complete = {(r["method"], r["task"], r["seed"]) for r in chosen if r["complete"]}
+    for cell in cells:
+        if states[cell.run_dir][0] == "done" and (keep == "none" or (cell.method, cell.task, cell.seed) in complete):
+            shutil.rmtree(cell.run_dir / "checkpoints", ignore_errors=True)
+            if keep == "none" or str(cell.run_dir) not in picked:
+                shutil.rmtree(cell.run_dir / "final", ignore_errors=True)
+
+
+def run_cell(cell: Cell, train_fn: Callable) -> dict:
+    """Train one cell, resuming from its last checkpoint if it has one; returns its final metrics."""
+    from ..engine import last_checkpoint
+
+    resume = last_checkpoint(cell.run_dir) is not None
+    if not resume:  # a killed run without a usable checkpoint starts over
+        shutil.rmtree(cell.run_dir / "checkpoints", ignore_errors=True)
+    (cell.run_dir / "cell_error.json").unlink(missing_ok=True)
+    final = {k: v for k, v in train_fn(cell.cfg, resume=resume).items() if k != "trainer"}
+    path = cell.run_dir / "final_metrics.json"
+    if not path.is_file():  # engine.train writes it; a custom train_fn may not
+        atomic_write_json(path, final)
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def run_grid(grid: GridConfig, cells: list[Cell], *, train_fn: Callable | None = None, fail_fast: bool = False,
+             log: Callable = print) -> dict:
+    """Train every unfinished cell (a failure is recorded and the grid goes on, unless fail_fast); write the report.
+    ``train_fn(cfg, resume=...)`` defaults to ``engine.train``."""
+    if train_fn is None:
+        from ..engine import train as train_fn
+    states = {c.run_dir: cell_state(c) for c in cells}
+    todo = [c for c in cells if states[c.run_dir][0] != "done"]
+    log(f"grid {grid.output_dir}: {len(cells)} cells, {len(cells) - len(todo)} done, {len(todo)} to run")
+    start = time.time()
+    for i, cell in enumerate(todo, 1):
+        eta = f", ETA {(time.time() - start) / (i - 1) * (len(todo) - i + 1) / 60:.1f} min" if i > 1 else ""
+        log(f"[{i}/{len(todo)}] {cell.label}: {states[cell.run_dir][0]} -> running{eta}")
+        t0 = time.time()
+        try:
+            metrics = run_cell(cell, train_fn)
+            states[cell.run_dir] = ("done", metrics)
+            key, value = dev_value(metrics, cell.dev_metric)
+            log(f"[{i}/{len(todo)}] {cell.label}: done in {time.time() - t0:.0f} s, {key}={value}, "
+                f"test_{cell.test_metric}={metrics.get(f'test_{cell.test_metric}')}")
+        except Exception as err:  # noqa: BLE001 - a failed cell is recorded, the grid goes on
+            message = f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}"
+            atomic_write_json(cell.run_dir / "cell_error.json", {"error": message})
+            states[cell.run_dir] = ("failed", {"error": message})
+            log(f"[{i}/{len(todo)}] {cell.label}: FAILED ({message})")
+            if fail_fast:
+                raise PosttrainError(f"{cell.label}: {message} (--fail-fast)") from err
+        finally:
+            gc.collect()
+        if grid.keep_weights != "all":
+            _prune(cells, states, select(cells, states, grid.std)[0], grid.keep_weights)
+    return write_report(grid, cells, states)
+
+
+def stale_keys(cell: Cell) -> list[str]:
+    """Config keys where a finished cell's config.yaml differs from what the grid would run now."""
+    from ..config import to_dict
+
+    path = cell.run_dir / "config.yaml"
+    old = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
+    return [f"{s}.{k}" for s, body in to_dict(cell.cfg).items() for k, v in body.items()
+            if old and (old.get(s) or {}).get(k, v) != v]
+
+
+def write_report(grid: GridConfig, cells: list[Cell], states: dict | None = None) -> dict:
+    """OUT/grid_results.json (every cell + the selection), .md (methods x tasks, mean ± std) and .png."""
+    states = states or {c.run_dir: cell_state(c) for c in cells}
+    chosen, summary = select(cells, states, grid.std)
+    rows = []
+    for c in cells:
+        state, info = states[c.run_dir]
+        rows.append({"method": c.method, "task": c.task, "seed": c.seed, "axes": c.axes, "run_dir": str(c.run_dir),
+                     "status": state, "metrics": info if state == "done" else None, "error": info.get("error"),
+                     "stale_keys": stale_keys(c) if state == "done" else []})
+    report = {"output_dir": grid.output_dir, "grid": dataclasses.asdict(grid),
+              "std": f"{grid.std} std, ddof={1 if grid.std == 'sample' else 0}",
+              "selection_rule": "per (method, task, seed): max dev metric over the grid (min for losses); ties: first",
+              "counts": {s: sum(r["status"] == s for r in rows) for s in ("done", "failed", "partial", "pending")},
+              "cells": rows, "selected": chosen, "summary": summary}
+    out = Path(grid.output_dir)
+    atomic_write_json(out / "grid_results.json", report)
+    atomic_write_text(out / "grid_results.md", markdown(report, grid))
+    plot(report, grid, out / "grid_results.png")
+    return report
+
+
+def markdown(report: dict, grid: GridConfig) -> str:
+    scale, n_seeds = (100.0 if grid.percent else 1.0), len(grid.seeds)
+    tasks = list(dict.fromkeys(r["task"] for r in report["cells"]))
+    metric_of = {r["task"]: r["test_key"].removeprefix("test_") for r in report["selected"]}
+    lines = [f"# Few-shot grid: {grid.output_dir}", "",
+             f"Test metric of the best-dev cell per seed, mean ± std ({report['std']}) over seeds "
+             f"{', '.join(map(str, grid.seeds))}{', x100' if grid.percent else ''}; (n/N) = seeds finished.", "",
+             "| method | " + " | ".join(f"{t} ({metric_of.get(t, 'test')})" for t in tasks) + " | avg |",
+             "|---|" + "---|" * (len(tasks) + 1)]
+    for m in dict.fromkeys(r["method"] for r in report["cells"]):
+        texts, entries = [], [report["summary"].get(m, {}).get(t) for t in tasks]
+        for e in entries:
+            text = "–" if not e or e["mean"] is None else f"{scale * e['mean']:.1f} ± {scale * e['std']:.1f}"
+            texts.append(text + (f" ({e['n']}/{n_seeds})" if e and e["mean"] is not None and e["n"] < n_seeds else ""))
+        full = all(e and e["n"] == n_seeds for e in entries)
+        avg = f"{scale * sum(e['mean'] for e in entries) / len(entries):.1f}" if full else "–"
+        lines.append(f"| {m} | " + " | ".join(texts) + f" | {avg} |")
+    lines += ["", "## Selected cells", "", "| method | task | seed | grid point | dev | test |", "|---" * 6 + "|"]
+    for r in report["selected"]:
+        test = f"{r['test']:.4f}" if isinstance(r["test"], (int, float)) else "–"
+        lines.append(f"| {r['method']} | {r['task']} | {r['seed']} | {_axes_tag(r['axes'])} | "
+                     f"{r['dev_key']}={r['dev']:.4f} | {r['test_key']}={test} |")
+    c = report["counts"]
+    lines += ["", f"Cells: {c['done']} done, {c['failed']} failed, {c['partial']} partial, {c['pending']} pending."]
+    lines += [f"- FAILED {r['run_dir']}: {r['error']}" for r in report["cells"] if r["status"] == "failed"]
+    lines += [f"- STALE {r['run_dir']}: finished with a different {', '.join(r['stale_keys'])}"
+              for r in report["cells"] if r["stale_keys"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict, grid: GridConfig, path: Path) -> None:
+    """Grouped bars (tasks on x, one colour per method): mean with std error bars, dots = the seeds' values."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scale = 100.0 if grid.percent else 1.0
+    tasks = list(dict.fromkeys(r["task"] for r in report["cells"]))
+    methods = list(dict.fromkeys(r["method"] for r in report["cells"]))
+    width = 0.8 / len(methods)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.0 * len(tasks) * len(methods) ** 0.5 + 2), 3.6), dpi=110)
+    for j, m in enumerate(methods):
+        entries = [(i, e) for i, t in enumerate(tasks) if (e := report["summary"].get(m, {}).get(t)) and e["n"]]
+        xs = [i + (j - (len(methods) - 1) / 2) * width for i, _ in entries]
+        ax.bar(xs, [scale * e["mean"] for _, e in entries], width, yerr=[scale * e["std"] for _, e in entries],
+               capsize=3, color=f"C{j}", label=m)
+        for x, (_, e) in zip(xs, entries):
+            ax.scatter([x] * e["n"], [scale * v for v in e["values"]], s=8, color="black", zorder=3)
+    ax.set_xticks(range(len(tasks)), tasks)
+    ax.set_ylabel(f"test metric{' (x100)' if grid.percent else ''}")
+    ax.set_title(f"best dev cell per seed; mean ± std ({grid.std}) over {len(grid.seeds)} seeds", fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CLI
+
+
+def _cmd_grid(args) -> int:
+    grid, cells = load_grid(args.config, args.overrides, check_data=not (args.dry_run or args.only_report))
+    if args.dry_run:
+        for c in cells:
+            state, info = cell_state(c)
+            extra = info.get("error") or info.get("checkpoint") or ""
+            stale = stale_keys(c) if state == "done" else []
+            print(f"{state:8s} {c.run_dir}  {extra}{'  STALE: ' + ', '.join(stale) if stale else ''}")
+        counts = {s: sum(cell_state(c)[0] == s for c in cells) for s in ("done", "failed", "partial", "pending")}
+        print(f"{len(cells)} cells: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+        return 0
+    report = write_report(grid, cells) if args.only_report else run_grid(grid, cells, fail_fast=args.fail_fast)
+    print(markdown(report, grid).split("\n## ")[0].rstrip())
+    print(f"wrote {Path(grid.output_dir) / 'grid_results'}.json, .md, .png")
+    if report["counts"]["failed"]:
+        raise PosttrainError(f"{report['counts']['failed']} cell(s) failed (errors in grid_results.json); "
+                             "re-run to retry them")
+    return 0
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    """Add ``grid`` to a parser's subparsers."""
+    p = subparsers.add_parser(
+        "grid", help="few-shot protocol: tasks x seeds x lr grid, best dev cell, test mean ± std (resumable)",
+        description="Run every cell of a grid YAML (methods x tasks x k-shot seeds x axes) that has no "
+        "final_metrics.json yet, select the best dev cell per seed and write OUT/grid_results.{json,md,png}. "
+        "Schema: docs/few_shot_protocol.md.")
+    p.add_argument("config", help="grid YAML (see configs/grid/)")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides applied to every cell")
+    p.add_argument("--dry-run", action="store_true", help="list the cells and their state; train nothing")
+    p.add_argument("--only-report", action="store_true", help="rebuild the tables from finished cells; train nothing")
+    p.add_argument("--fail-fast", action="store_true", help="stop at the first failing cell")
+    p.set_defaults(func=_cmd_grid)
+    return p
