@@ -159,6 +159,12 @@ class TaskConfig:
         "position, C verbalizer rows); filled = score the label word plus the rest of the template (uses text "
         "after the slot; C forward passes).",
     )
+    prompt_style: Literal["hard", "soft"] = _f(
+        "hard",
+        "verbalizer objective: hard = the task's template and label words as text; soft = DART-lite (PCP's soft "
+        "prompts): every template word and label word becomes a new token initialised from the word's embedding "
+        "and trained with the model (needs adapter.type=full).",
+    )
     train: str = _f("pool:train", "Training split as source:split (kshot:train, pool:train, superglue:train).")
     eval: Optional[str] = _f("pool:dev", "Held-out split for eval loss and accuracy during training (empty = none).")
     test: Optional[str] = _f(
@@ -268,6 +274,12 @@ def validate(cfg: RunConfig) -> None:
                 bad(f"task.{key}", f"expected source:split such as pool:train or kshot:test, got {value!r}")
         if cfg.loss.mode != "output_only":
             bad("loss.mode", "classification tasks train on the label word only (output_only)")
+        if cfg.task.prompt_style == "soft" and (cfg.task.objective != "verbalizer" or cfg.task.form != "template"):
+            bad("task.prompt_style", "soft prompts replace the template's words: needs task.objective=verbalizer "
+                "and task.form=template")
+        if cfg.task.prompt_style == "soft" and cfg.adapter.type != "full":
+            bad("task.prompt_style", f"soft prompts train new embedding rows: needs adapter.type=full, got "
+                f"{cfg.adapter.type}")
         if cfg.task.causal_scoring == "filled" and cfg.task.objective != "verbalizer":
             bad("task.causal_scoring", "applies to task.objective=verbalizer only")
         if cfg.task.causal_scoring == "filled" and cfg.task.form != "template":

@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 
 from ..evaluation.metrics import compute
-from . import prompt_ft
+from . import dart_lite, prompt_ft
 
 
 @dataclass
@@ -149,12 +149,18 @@ def model_kind_of(model) -> str:
     return "masked" if kind == "encoder" else kind
 
 
-def prepare(cfg, tokenizer, model, read_split: Callable):
-    """Train rows, eval rows, collator, loss and scorers for ``cfg.task`` under its objective."""
+def task_for(cfg, tokenizer, model):
+    """The declared task, or its soft (DART-lite) variant, whose new tokens are added to tokenizer and model."""
     from ..tasks import get_task
 
-    objective = OBJECTIVES[cfg.task.objective]
     task = get_task(cfg.task.name)
+    return dart_lite.make_soft(task, tokenizer, model) if cfg.task.prompt_style == "soft" else task
+
+
+def prepare(cfg, tokenizer, model, read_split: Callable):
+    """Train rows, eval rows, collator, loss and scorers for ``cfg.task`` under its objective."""
+    objective = OBJECTIVES[cfg.task.objective]
+    task = task_for(cfg, tokenizer, model)
     kind = model_kind_of(model)
     t, d = cfg.task, cfg.data
     collate = objective.collator(tokenizer)
@@ -190,6 +196,8 @@ def unlabelled_scorer(cfg, tokenizer, model, task, examples: list[dict], batch_s
     """A scorer over examples without labels (pseudo-labelling a pool, PCP Step 1)."""
     objective = OBJECTIVES[cfg.task.objective]
     kind = model_kind_of(model)
+    if cfg.task.prompt_style == "soft":
+        task = dart_lite.make_soft(task, tokenizer, model)
     rows, _ = objective.encode(tokenizer, task, examples, cfg, kind, "pool", labelled=False)
     collate = objective.collator(tokenizer)
     return LabelScorer(task, rows, [None] * len(rows), batch_size, collate,
@@ -200,6 +208,6 @@ def describe(cfg) -> dict:
     """The task's named choices, for run metadata."""
     t = cfg.task
     return {"objective": t.objective, "form": t.form, "label_tokens": t.label_tokens,
-            "causal_scoring": t.causal_scoring}
+            "causal_scoring": t.causal_scoring, "prompt_style": t.prompt_style}
 
 

@@ -48,6 +48,8 @@ def _kind(model) -> str:
 
 
 def _word_ids(tokenizer, word: str) -> list[int]:
+    if word in tokenizer.get_added_vocab():  # a soft (DART-lite) label token: itself, no leading space
+        return [tokenizer.convert_tokens_to_ids(word)]
     ids = tokenizer(" " + word, add_special_tokens=False)["input_ids"]
     if not ids:
         raise ConfigError(f"label word {word!r} tokenises to nothing")
