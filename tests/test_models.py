@@ -237,3 +237,13 @@ def test_lost_conversion_race_uses_the_winners_directory(tmp_path, monkeypatch, 
     assert models.ensure_converted(gguf) == final
     assert (final / "winner").is_file() and not (final / "source.json").exists()
     assert [p.name for p in final.parent.iterdir()] == [final.name]  # our temporary copy was removed
+
+
+def test_converted_weights_keep_tied_embeddings_under_the_input_name(tokenizer):
+    """A tied LM head is stored once, as model.embed_tokens.weight, so other heads (CLS) load the embeddings."""
+    from conftest import make_tiny_llama
+
+    model = make_tiny_llama(len(tokenizer))
+    state = models._untied_state_dict(model)
+    assert "model.embed_tokens.weight" in state and "lm_head.weight" not in state
+    assert len(state) == len(model.state_dict()) - 1

