@@ -6,6 +6,7 @@ Every user error surfaces as ``error: <one line>`` on stderr with exit status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -27,12 +28,33 @@ def _cmd_train(args) -> int:
     from .engine import train
 
     cfg = load_config(args.config, args.overrides)
+    if args.accelerate_config or args.num_processes is not None or args.launch_args:
+        return _relaunch_train(args)
     final = train(cfg, resume=args.resume)
     final.pop("trainer", None)
     shown = {k: v for k, v in final.items()
              if k in ("train_loss", "eval_output_loss", "global_step", "run_dir") or k.startswith("test_")}
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun / accelerate launch: one summary line, from rank 0
+        return 0
     print("done: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
     return 0
+
+
+def _relaunch_train(args) -> int:
+    """``posttrain train CONFIG --accelerate-config NAME`` = ``accelerate launch --config_file PRESET -m posttrain
+    train CONFIG ...`` (the config was loaded once here, so that its errors show before any process starts)."""
+    import shlex
+
+    from .distributed import relaunch, relaunch_command
+
+    if not args.accelerate_config:
+        raise PosttrainError("--num-processes and --launch-args need --accelerate-config NAME_OR_PATH")
+    try:
+        extra = shlex.split(args.launch_args or "")
+    except ValueError as err:
+        raise PosttrainError(f"--launch-args: {err}") from None
+    train_argv = [args.config, *args.overrides, *(["--resume"] if args.resume else [])]
+    return relaunch(relaunch_command(args.accelerate_config, train_argv, args.num_processes, extra))
 
 
 def _cmd_inspect(args) -> int:
@@ -129,6 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML recipe (see configs/)")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint of train.output_dir")
+    p.add_argument("--accelerate-config", metavar="NAME_OR_PATH",
+                   help="re-launch through 'accelerate launch' with a preset (single_gpu, multi_gpu, fsdp, zero2, "
+                   "zero3) or an accelerate config file (docs/distributed.md)")
+    p.add_argument("--num-processes", type=int, metavar="N", help="processes in all (overrides the preset's)")
+    p.add_argument("--launch-args", metavar="'ARGS'",
+                   help="more 'accelerate launch' options, quoted, e.g. '--num_machines 2 --machine_rank 0 "
+                   "--main_process_ip 10.0.0.1 --main_process_port 29500'")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("inspect-data", help="show rendered tokens with trained/masked highlighting and counts",

@@ -7,7 +7,12 @@ bars and logging integrations. This module adds only what it lacks:
   accumulation and data parallelism give the same update as one big batch;
 - held-out evaluation = mean NLL over *output* tokens of the eval set (the IM paper's overfitting measure),
   whatever the training loss mode;
-- the run directory: resolved config, run metadata, ``metrics.jsonl``, ``loss_curve.png``, final weights.
+- the run directory: resolved config, run metadata, ``metrics.jsonl``, ``loss_curve.png``, final weights;
+- crash safety: a checkpoint (and ``final/``) is written into a ``.tmp-`` directory and renamed into place only
+  when complete, so a run killed at any moment leaves the previous valid checkpoint or the new one;
+- multi-process runs (``torchrun`` / ``accelerate launch``): rank-0-only run files, the eval loss reduced over
+  processes without the padding duplicates of uneven shards, the CPU (gloo) backend when there is no GPU, and full
+  parameters for a method's own saver under FSDP / ZeRO-3 (docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from . import __version__
+from . import distributed
 from .best_weights import BestWeightsCallback
+from .checkpointing import AtomicCheckpoints, complete_checkpoints, last_checkpoint, save_final_model  # noqa: F401
 from .callbacks import MetricsCallback, NonFiniteGuardCallback, StopAtStepCallback
 from .config import LossConfig, RunConfig, write_config
 from .data.chat import resolve_template
@@ -41,7 +48,7 @@ from .methods.instruction_loss import describe as describe_loss
 OUTPUT_ONLY = LossConfig(mode="output_only")
 
 
-class PosttrainTrainer(Trainer):
+class PosttrainTrainer(AtomicCheckpoints, Trainer):
     """Trainer whose loss is sum(w * nll) / (sum of w over the whole optimizer step, all processes).
 
     Methods plug in through two optional hooks: ``param_groups`` (a list of optimizer groups with their own
@@ -53,6 +60,11 @@ class PosttrainTrainer(Trainer):
 
     def __init__(self, *args, param_groups: list[dict] | None = None, task_scorer=None, example_loss=None, **kwargs):
         self._param_groups = param_groups
+        model = kwargs.get("model", args[0] if args else None)
+        # names of the grouped parameters: FSDP2 replaces the parameter objects when it shards the model, so the
+        # optimizer's groups are rebuilt from the model's parameters of the same names (create_optimizer)
+        names = {id(p): n for n, p in model.named_parameters()} if model is not None else {}
+        self._param_group_names = [[names.get(id(p)) for p in g["params"]] for g in param_groups or []]
         self._task_scorer = task_scorer  # classification tasks: metrics of rank classification at each evaluation
         self._example_loss = example_loss  # (model, batch) -> per-example losses, for objectives that score labels
         super().__init__(*args, **kwargs)
@@ -61,24 +73,32 @@ class PosttrainTrainer(Trainer):
         if self.optimizer is None and self._param_groups is not None:
             optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
             optimizer_kwargs.pop("lr", None)  # each group carries its own learning rate
-            self.optimizer = optimizer_cls(self._param_groups, **optimizer_kwargs)
+            current = {distributed.clean_name(n): p for n, p in self.model.named_parameters()}
+            groups = [{**g, "params": [current.get(distributed.clean_name(n), p) if n else p
+                                       for n, p in zip(names, g["params"])]}
+                      for g, names in zip(self._param_groups, self._param_group_names)]
+            self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return super().create_optimizer(model)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        saver = getattr(self.accelerator.unwrap_model(self.model), "posttrain_save", None)
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        saver = getattr(unwrapped, "posttrain_save", None)
         if saver is None:
             return super()._save(output_dir, state_dict)
         if not self.args.should_save:
             return None
         output_dir = output_dir or self.args.output_dir
-        saver(output_dir)
+        # FSDP / ZeRO-3: Trainer.save_model gathered the full state dict on this process; the method's saver reads
+        # its parameters, which hold only shards, so the full tensors go in while it runs.
+        with distributed.full_parameters(unwrapped, state_dict):
+            saver(output_dir)
         if self.processing_class is not None:
             self.processing_class.save_pretrained(output_dir)
         return None
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         loader = getattr(self.accelerator.unwrap_model(model or self.model), "posttrain_load", None)
-        if loader is None:
+        if loader is None or self.is_fsdp_enabled:  # FSDP: the Trainer restores the shards it saved (all ranks)
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
         loader(resume_from_checkpoint)
         return None
@@ -110,24 +130,55 @@ class PosttrainTrainer(Trainer):
             for batch in dataloader:
                 batch = self._prepare_inputs(batch)
                 batch.pop("loss_normalizer", None)
-                nll = self._example_loss(model, batch) if self._example_loss else token_nll(model, batch)[0]
-                nll_sum += nll.double().sum()
-                count += nll.numel()
-        if self.args.world_size > 1:
-            nll_sum = self.accelerator.reduce(nll_sum, reduction="sum")
-            count = self.accelerator.reduce(count, reduction="sum")
+                if self._example_loss:
+                    sums = self._example_loss(model, batch).double()
+                    counts = torch.ones_like(sums)
+                else:
+                    sums, counts = per_example_nll(model, batch)
+                if self.args.world_size > 1:
+                    # each process scored its shard; the last shards are padded with repeated examples so that all
+                    # processes run the same number of batches: gather_for_metrics drops those repeats
+                    sums, counts = self.accelerator.gather_for_metrics((sums, counts))
+                nll_sum += sums.sum()
+                count += counts.sum()
         loss = (nll_sum / count.clamp(min=1)).item()
         metrics = {
             f"{metric_key_prefix}_output_loss": loss,
             f"{metric_key_prefix}_output_tokens": int(count.item()),
         }
-        if self._task_scorer is not None:
+        if self._task_scorer is not None:  # every process scores the whole split (same weights, same result)
             metrics.update({f"{metric_key_prefix}_{k}": v for k, v in self._task_scorer(model).items()})
         metrics[f"{metric_key_prefix}_runtime"] = round(time.time() - start, 3)
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         model.train()
         return metrics
+
+
+def per_example_nll(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of output-token NLL, number of output tokens) per example of ``batch``, float64.
+
+    Rows are examples, except in a packed batch (``position_ids`` restarting at 0, no attention mask), whose
+    examples are found from the restarts. Per-example values let a multi-process evaluation drop the padding duplicates exactly.
+    """
+    from .losses import target_positions
+
+    nll = token_nll(model, batch)[0].double()
+    keep = target_positions(batch["loss_weights"])
+    rows = keep.shape[0]
+    if "position_ids" in batch and "attention_mask" not in batch:  # SFTCollator's packed rows
+        starts = (batch["position_ids"] == 0).long()
+        per_row = starts.sum(dim=1).clamp(min=1)
+        offsets = torch.cumsum(per_row, 0) - per_row
+        example = (torch.cumsum(starts, dim=1) - 1).clamp(min=0) + offsets[:, None]
+        n = int(per_row.sum())
+    else:
+        example = torch.arange(rows, device=keep.device)[:, None].expand_as(keep)
+        n = rows
+    index = example[keep]
+    sums = torch.zeros(n, dtype=torch.float64, device=nll.device).index_add_(0, index, nll)
+    counts = torch.zeros(n, dtype=torch.float64, device=nll.device).index_add_(0, index, torch.ones_like(nll))
+    return sums, counts
 
 
 def _check_report_to(report_to: list) -> list | str:
@@ -173,6 +224,8 @@ def training_arguments(cfg: RunConfig, has_eval: bool) -> TrainingArguments:
         dataloader_pin_memory=torch.cuda.is_available(),
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
     )
+    if distributed.needs_cpu_backend():
+        kwargs["use_cpu"] = True  # torchrun / accelerate launch without GPUs: gloo process group on the CPU
     if t.gradient_checkpointing:
         kwargs["activation_checkpointing"] = True
     if t.eval_steps > 0:
@@ -293,13 +346,6 @@ def objective_model_config(cfg: RunConfig) -> tuple:
     return dataclasses.replace(cfg.model, **wanted), num_labels
 
 
-def last_checkpoint(run_dir: Path) -> Path | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    ckpt_dir = run_dir / "checkpoints"
-    return Path(found) if ckpt_dir.is_dir() and (found := get_last_checkpoint(str(ckpt_dir))) else None
-
-
 def run_metadata(cfg: RunConfig, model, data: PreparedData) -> dict:
     import datasets
     import peft
@@ -357,7 +403,8 @@ def train(cfg: RunConfig, *, resume: bool = False, callbacks: list[TrainerCallba
     checkpoint = last_checkpoint(run_dir) if resume else None
     if resume and checkpoint is None:
         raise ConfigError(f"--resume: no checkpoint under {run_dir / 'checkpoints'}")
-    if not resume and (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
+    if not resume and (run_dir / "checkpoints").is_dir() and any(
+            p.name.startswith("checkpoint-") for p in (run_dir / "checkpoints").iterdir()):
         raise ConfigError(f"train.output_dir: {run_dir} already holds checkpoints; pass --resume or choose a new dir")
 
     set_seed(cfg.train.seed)
@@ -388,10 +435,15 @@ def train(cfg: RunConfig, *, resume: bool = False, callbacks: list[TrainerCallba
         task_scorer=data.eval_scorer,
         example_loss=data.example_loss,
     )
-    if trainer.is_world_process_zero():
+    distributed.check_world_size(args)
+    distributed.check_engine(trainer)
+    if trainer.is_world_process_zero():  # run files: one writer (the checkpoints: args.should_save, see Trainer)
         run_dir.mkdir(parents=True, exist_ok=True)
+        distributed.remove_staging(run_dir)
+        distributed.remove_staging(run_dir / "checkpoints")
         write_config(cfg, run_dir / "config.yaml")
         atomic_write_json(run_dir / "run_meta.json", run_metadata(cfg, model, data))
+    trainer.accelerator.wait_for_everyone()
 
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     stopped_early = any(isinstance(cb, StopAtStepCallback) and cb.fired for cb in callbacks or [])
@@ -405,7 +457,7 @@ def train(cfg: RunConfig, *, resume: bool = False, callbacks: list[TrainerCallba
         trainer.log(test)
         final.update(test)
     if not stopped_early:
-        trainer.save_model(str(run_dir / "final"))
+        save_final_model(trainer, run_dir / "final")
     if trainer.is_world_process_zero():
         metrics_cb.finish(final)
     final["run_dir"] = str(run_dir)

@@ -1,0 +1,123 @@
+"""Crash-safe checkpoints: every checkpoint and ``final/`` is written into a ``.tmp-`` directory and renamed into
+place only when complete, so a run killed at any moment leaves the previous valid checkpoint or the new one (issue:
+scale-out and reliability). Used by ``engine.PosttrainTrainer`` and by any other ``transformers.Trainer`` subclass
+(``class T(AtomicCheckpoints, Trainer)``, e.g. continued pre-training).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from . import distributed
+
+
+class AtomicCheckpoints:
+    """Checkpoints written atomically, for any ``transformers.Trainer`` subclass (``class T(AtomicCheckpoints,
+    Trainer)``).
+
+    transformers writes checkpoint-N file by file; a run killed meanwhile leaves a directory that looks like a
+    checkpoint. Here the Trainer writes into RUN/.tmp-checkpoint-N/checkpoint-N (``args.output_dir`` points at the
+    staging directory while it saves and while the on_save callbacks add their files, e.g. best_weights), and the
+    complete directory is then renamed to RUN/checkpoint-N, after which old checkpoints are rotated (each renamed
+    away before it is deleted). ``last_checkpoint`` never takes a ``.tmp-*`` directory for a checkpoint.
+    """
+
+    _defer_commit = False
+    _pending_commit: tuple | None = None
+
+    def _save_checkpoint(self, model, trial) -> None:
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        real_output_dir = self.args.output_dir
+        run_dir = self._get_output_dir(trial=trial)
+        staging_root = os.path.join(real_output_dir, f"{distributed.STAGING_PREFIX}{name}")
+        if self.args.should_save and os.path.isdir(staging_root):
+            import shutil
+
+            shutil.rmtree(staging_root)  # left by a run killed while writing this step
+        self.accelerator.wait_for_everyone()
+        self.args.output_dir = staging_root
+        try:
+            staged = os.path.join(self._get_output_dir(trial=trial), name)
+            super()._save_checkpoint(model, trial)
+        except BaseException:
+            self.args.output_dir = real_output_dir
+            raise
+        self._pending_commit = (staged, os.path.join(run_dir, name), staging_root, real_output_dir, run_dir)
+        if not self._defer_commit:
+            self._commit_checkpoint()
+
+    def _maybe_log_save_evaluate(self, *args, **kwargs):
+        self._defer_commit = True  # the on_save callbacks write into the staged checkpoint first
+        try:
+            super()._maybe_log_save_evaluate(*args, **kwargs)
+        except BaseException:
+            if self._pending_commit is not None:  # an incomplete checkpoint stays in .tmp-* and is ignored
+                self.args.output_dir = self._pending_commit[3]
+                self._pending_commit = None
+            raise
+        finally:
+            self._defer_commit = False
+        self._commit_checkpoint()
+
+    def _commit_checkpoint(self) -> None:
+        if self._pending_commit is None:
+            return
+        staged, final, staging_root, real_output_dir, run_dir = self._pending_commit
+        self._pending_commit = None
+        self.args.output_dir = real_output_dir
+        self.accelerator.wait_for_everyone()  # every process has written its files (RNG state, FSDP/ZeRO shards)
+        if self.args.should_save:
+            import shutil
+
+            distributed.commit_directory(staged, final)
+            shutil.rmtree(staging_root, ignore_errors=True)
+            best = self.state.best_model_checkpoint
+            if best and os.path.abspath(best).startswith(os.path.abspath(staging_root)):
+                self.state.best_model_checkpoint = final
+            distributed.rotate_checkpoints(run_dir, self.args.save_total_limit, self.state.best_model_checkpoint)
+        self.accelerator.wait_for_everyone()
+
+
+def complete_checkpoints(run_dir: Path) -> list[Path]:
+    """The complete ``checkpoint-N`` directories under ``run_dir/checkpoints``, by step.
+
+    Staging directories (``.tmp-*``) of a run killed while saving never count; nor does a ``checkpoint-N``
+    without ``trainer_state.json`` (written last) or with transformers' ``checkpoint-is-incomplete.txt`` marker.
+    """
+    import re
+
+    ckpt_dir = Path(run_dir) / "checkpoints"
+    found = []
+    if ckpt_dir.is_dir():
+        for path in ckpt_dir.iterdir():
+            match = re.fullmatch(r"checkpoint-(\d+)", path.name)
+            if (match and path.is_dir() and (path / "trainer_state.json").is_file()
+                    and not (path / "checkpoint-is-incomplete.txt").exists()):
+                found.append((int(match.group(1)), path))
+    return [path for _, path in sorted(found)]
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    """The latest complete checkpoint of a run (None when there is none)."""
+    found = complete_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def save_final_model(trainer, directory: Path) -> None:
+    """``trainer.save_model`` into a staging directory, renamed to ``directory`` once complete (every process
+    calls it: FSDP / ZeRO-3 gather the weights collectively; the saving process renames)."""
+    directory = Path(directory)
+    staged = directory.with_name(f"{distributed.STAGING_PREFIX}{directory.name}")
+    if trainer.args.should_save and staged.exists():
+        import shutil
+
+        shutil.rmtree(staged)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(staged))
+    trainer.accelerator.wait_for_everyone()
+    if trainer.args.should_save:
+        distributed.commit_directory(staged, directory)
+    trainer.accelerator.wait_for_everyone()
