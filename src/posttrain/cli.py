@@ -202,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     register_stepgame(sub)
     register_tasks(sub)
     register_grid(sub)
+    from .methods.self_training import register as register_self_training
+
+    register_self_training(sub)
 
     p = sub.add_parser("dept-budget", help="DePT (m, r) pairs with prompt tuning's parameter budget for a model")
     p.add_argument("--model", default="default", help="model spec whose hidden size d is used (default: SmolLM2)")

@@ -37,7 +37,7 @@ from .data.chat import resolve_template
 from .data.instruction import load_examples
 from .data.sft import SFTCollator, build_sft_dataset
 from .errors import ConfigError
-from .io_utils import atomic_write_json
+from .io_utils import atomic_write_json, atomic_write_text
 from .losses import token_nll, weighted_nll_sum
 from .methods import ADAPTERS, DESCRIBE, OPTIMIZER_GROUPS
 from .methods.objectives import OBJECTIVES
@@ -388,8 +388,22 @@ def describe_adapter(cfg: RunConfig, model) -> dict:
     return {**out, **(describe(cfg) if describe else {})}
 
 
+@dataclasses.dataclass
+class RunExtension:
+    """What a method that needs its own Trainer subclass adds to ``train`` (e.g. self-training's unlabelled stream):
+    built by ``train(..., extension=fn)`` as ``fn(cfg, model, tokenizer, data)`` after the data are prepared and
+    before the adapter wraps the model."""
+
+    trainer_cls: type | None = None  # a PosttrainTrainer subclass
+    trainer_kwargs: dict = dataclasses.field(default_factory=dict)
+    meta: dict = dataclasses.field(default_factory=dict)  # merged into run_meta.json
+    files: dict = dataclasses.field(default_factory=dict)  # name -> text, written into the run directory
+    final_metrics: object | None = None  # trainer -> extra final metrics
+    on_finish: object | None = None  # run_dir -> None, after metrics are written (plots)
+
+
 def train(cfg: RunConfig, *, resume: bool = False, callbacks: list[TrainerCallback] | None = None,
-          model=None, tokenizer=None) -> dict:
+          model=None, tokenizer=None, extension=None) -> dict:
     """Run one training job described by ``cfg``; returns the final metrics.
 
     ``resume=True`` continues from the last checkpoint in ``train.output_dir/checkpoints`` (optimizer, scheduler,
@@ -412,6 +426,7 @@ def train(cfg: RunConfig, *, resume: bool = False, callbacks: list[TrainerCallba
         model_cfg, num_labels = objective_model_config(cfg)
         model, tokenizer = load_model_and_tokenizer(model_cfg, for_training=True, num_labels=num_labels)
     data = prepare_data(cfg, tokenizer, model)
+    ext = extension(cfg, model, tokenizer, data) if extension else RunExtension()
     model = ADAPTERS[cfg.adapter.type](model, cfg, tokenizer)
     groups_of = OPTIMIZER_GROUPS.get(cfg.adapter.type)
 
@@ -420,7 +435,7 @@ def train(cfg: RunConfig, *, resume: bool = False, callbacks: list[TrainerCallba
     best_cb = BestWeightsCallback(cfg.train.best_metric) if cfg.train.best_metric else None
     if best_cb is not None and checkpoint is not None:
         best_cb.load_from(checkpoint)
-    trainer = PosttrainTrainer(
+    trainer = (ext.trainer_cls or PosttrainTrainer)(
         model=model,
         args=args,
         train_dataset=data.train,
@@ -434,6 +449,7 @@ def train(cfg: RunConfig, *, resume: bool = False, callbacks: list[TrainerCallba
         param_groups=groups_of(model, cfg) if groups_of else None,
         task_scorer=data.eval_scorer,
         example_loss=data.example_loss,
+        **ext.trainer_kwargs,
     )
     distributed.check_world_size(args)
     distributed.check_engine(trainer)
@@ -442,12 +458,16 @@ def train(cfg: RunConfig, *, resume: bool = False, callbacks: list[TrainerCallba
         distributed.remove_staging(run_dir)
         distributed.remove_staging(run_dir / "checkpoints")
         write_config(cfg, run_dir / "config.yaml")
-        atomic_write_json(run_dir / "run_meta.json", run_metadata(cfg, model, data))
+        atomic_write_json(run_dir / "run_meta.json", {**run_metadata(cfg, model, data), **ext.meta})
+        for name, text in ext.files.items():
+            atomic_write_text(run_dir / name, text)
     trainer.accelerator.wait_for_everyone()
 
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     stopped_early = any(isinstance(cb, StopAtStepCallback) and cb.fired for cb in callbacks or [])
     final = {"train_loss": result.training_loss, "global_step": trainer.state.global_step}
+    if ext.final_metrics:
+        final.update(ext.final_metrics(trainer))
     if best_cb is not None and not stopped_early and best_cb.restore(trainer.model):
         final.update(best_cb.summary())  # final eval, test and saved weights are the best evaluation's
     if data.eval is not None and not stopped_early:
@@ -460,6 +480,8 @@ def train(cfg: RunConfig, *, resume: bool = False, callbacks: list[TrainerCallba
         save_final_model(trainer, run_dir / "final")
     if trainer.is_world_process_zero():
         metrics_cb.finish(final)
+        if ext.on_finish:
+            ext.on_finish(run_dir)
     final["run_dir"] = str(run_dir)
     final["trainer"] = trainer
     return final
