@@ -205,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .methods.self_training import register as register_self_training
 
     register_self_training(sub)
+    from .pipelines.pcp import register as register_pcp
+
+    register_pcp(sub)
 
     p = sub.add_parser("dept-budget", help="DePT (m, r) pairs with prompt tuning's parameter budget for a model")
     p.add_argument("--model", default="default", help="model spec whose hidden size d is used (default: SmolLM2)")

@@ -1,0 +1,515 @@
+"""PCP and TAPT as pipelines of stages with files between them (``posttrain pcp`` / ``posttrain tapt``).
+
+PCP, Shi & Lipani, "Don't Stop Pretraining? Make Prompt-based Fine-tuning Powerful Learner" (NeurIPS 2023):
+
+    1 teacher        prompt-FT on the k-shot set (``engine.train`` of a RunConfig recipe)   -> stage1_teacher/ (a run)
+    2 pseudo_labels  p_teacher(y | x) for every unlabelled pool text x (train and dev pools) -> stage2_pseudo_labels/
+                     predictions_{train,dev}.jsonl + summary.json (pseudo-label accuracy where gold labels exist)
+    3 corpus         template(x) with v(argmax_y p) in the label slot, one line per example  -> stage3_corpus/
+                     {train,dev}.txt (methods/pcp_corpus.py; TAPT: the raw text)
+    4 cpt            continued pre-training on train.txt, best checkpoint by dev.txt loss     -> stage4_cpt/best/
+    5 final          prompt-FT (or CLS-FT) of the final recipe from stage4_cpt/best           -> stage5_final/ (a run)
+
+TAPT (Gururangan et al. 2020, the baseline of Shi et al., ACL Findings 2023) is stages 3-5 with the raw corpus.
+
+Each stage reads only files of earlier stages, and writes ``stage<N>.done.json`` (outputs, settings, timing) after its
+outputs are complete. A stage with its marker is skipped (an error if its settings changed since: pass ``--force N``);
+a stage without one is redone, continuing from its last checkpoint where it trains. When a stage runs, the markers
+and directories of every later stage are removed, since their inputs change. ``--force N`` redoes stage N from
+scratch (and hence every later stage).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import shutil
+import time
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+import torch
+import yaml
+
+from ..errors import ConfigError
+from ..io_utils import atomic_write_json, atomic_write_text, iter_json_lines
+from ..methods.continued_pretraining import ContinuedPretrainingConfig
+
+STAGES = {1: "teacher", 2: "pseudo_labels", 3: "corpus", 4: "cpt", 5: "final"}
+DIRS = {n: f"stage{n}_{name}" for n, name in STAGES.items()}
+METHOD_STAGES = {"pcp": (1, 2, 3, 4, 5), "tapt": (3, 4, 5)}
+_IGNORED_SETTINGS = {"progress", "label_batch_size"}  # do not change any output
+
+
+def _f(default, help_text: str):
+    if isinstance(default, list):
+        return field(default_factory=lambda d=default: list(d), metadata={"help": help_text})
+    return field(default=default, metadata={"help": help_text})
+
+
+@dataclass
+class PCPConfig:
+    method: Literal["pcp", "tapt"] = _f("pcp", "pcp: stages 1-5 (teacher, pseudo-labels, templated corpus, CPT, "
+                                        "final FT); tapt: stages 3-5 on the raw text. Set by the command.")
+    task: str = _f("SST-2", "Declared task (`posttrain tasks list`) or a task YAML; forced into both recipes.")
+    data_root: Optional[str] = _f(None, "Data root ($POSTTRAIN_DATA or ../shared/data when empty); forced into "
+                                  "both recipes.")
+    seed: int = _f(13, "LM-BFF k-shot seed (13, 21, 42, 87, 100); forced into both recipes as task.seed.")
+    output_dir: str = _f("runs/pcp", "Pipeline directory: stage<N>_*/ folders, stage<N>.done.json, summary.json.")
+    teacher_recipe: Optional[str] = _f(None, "Stage 1: RunConfig YAML of the prompt-FT teacher on the k-shot set "
+                                       "(relative to the current directory, else to this file). PCP only.")
+    teacher_overrides: list = _f([], "Stage 1: section.key=value overrides applied to the teacher recipe.")
+    final_recipe: Optional[str] = _f(None, "Stage 5: RunConfig YAML of the final fine-tuning (prompt-FT or CLS-FT); "
+                                     "empty = the teacher recipe. Its model is also the CPT model by default.")
+    final_overrides: list = _f([], "Stage 5: section.key=value overrides (model.name_or_path is set to stage 4).")
+    max_pool_train: Optional[int] = _f(None, "Use a seeded subset of at most N texts of the train pool (CPU runs).")
+    max_pool_dev: Optional[int] = _f(None, "Use a seeded subset of at most N texts of the dev pool (CPU runs).")
+    pool_seed: int = _f(42, "Seed of the pool subsets (the same texts for PCP and TAPT).")
+    corpus: Literal["hard", "soft"] = _f("hard", "PCP corpus layout: hard = the task's template with the pseudo-"
+                                         "label word; soft = '<x> It was <word>' / '<x1> <word> , <x2>' (DART).")
+    label_batch_size: int = _f(32, "Stage 2: texts per scoring batch.")
+    cpt: ContinuedPretrainingConfig = field(
+        default_factory=ContinuedPretrainingConfig,
+        metadata={"help": "Stage 4: continued pre-training (methods/continued_pretraining.py); train_file, eval_file "
+                  "and output_dir are set by the pipeline."})
+
+    def __post_init__(self):
+        if self.method == "pcp" and not self.teacher_recipe:
+            raise ConfigError("teacher_recipe: required for PCP (the prompt-FT recipe of stage 1)")
+        if self.method == "tapt" and self.teacher_recipe and not self.final_recipe:
+            raise ConfigError("final_recipe: TAPT has no teacher; name the fine-tuning recipe as final_recipe")
+        if not (self.final_recipe or self.teacher_recipe):
+            raise ConfigError("final_recipe: required (the fine-tuning recipe of stage 5)")
+        for key in ("max_pool_train", "max_pool_dev"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ConfigError(f"{key}: must be >= 1 (or empty for the whole pool)")
+        for key in ("train_file", "eval_file"):
+            if getattr(self.cpt, key):
+                raise ConfigError(f"cpt.{key}: set by the pipeline (stage3_corpus/); remove it")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# config loading: YAML + key=value overrides, one-line errors naming the file and the key
+
+
+def _build(cls, raw, source: str, prefix: str = ""):
+    from ..config import _coerce
+
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: {prefix or 'the file'} must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for key, value in raw.items():
+        if key not in hints:
+            close = difflib.get_close_matches(str(key), list(hints), n=1, cutoff=0.5)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
+            raise ConfigError(f"{source}: unknown key '{prefix}{key}'{hint}")
+        if dataclasses.is_dataclass(hints[key]):
+            values[key] = _build(hints[key], value or {}, source, f"{prefix}{key}.")
+        else:
+            values[key] = _coerce(value, hints[key], f"{source}: {prefix}{key}")
+    try:
+        return cls(**values)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {prefix}{err}") from None
+
+
+def _apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    raw = json.loads(json.dumps(raw))  # a deep copy
+    for item in overrides or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override '{item}': expected key=value (e.g. cpt.max_steps=10)")
+        node = raw
+        *parents, last = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}': {part} is not a section")
+        try:
+            node[last] = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            node[last] = text
+    return raw
+
+
+def _read_yaml(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+
+
+def load_pipeline_config(path, overrides: list[str] | None = None, method: str | None = None) -> PCPConfig:
+    """A PCP/TAPT config from YAML + overrides; recipe paths resolved against the cwd, else the file's folder."""
+    raw = _read_yaml(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys (task, teacher_recipe, cpt, ...)")
+    if method is not None:
+        if raw.get("method", method) != method:
+            raise ConfigError(f"{path}: method is {raw['method']}; run `posttrain {raw['method']} {path}`")
+        raw["method"] = method
+    raw = _apply_overrides(raw, overrides)
+    for key in ("teacher_recipe", "final_recipe"):
+        value = raw.get(key)
+        if isinstance(value, str) and value and not Path(value).is_file() and (Path(path).parent / value).is_file():
+            raw[key] = str(Path(path).parent / value)
+    return _build(PCPConfig, raw, str(path))
+
+
+def load_cpt_config(path, overrides: list[str] | None = None) -> ContinuedPretrainingConfig:
+    return _build(ContinuedPretrainingConfig, _apply_overrides(_read_yaml(path), overrides), str(path))
+
+
+def recipe_config(recipe: str, user: list[str], forced: list[str], where: str):
+    """A stage's RunConfig: the recipe, then the user's overrides, then the pipeline's (which win)."""
+    from ..config import load_config
+
+    try:
+        return load_config(recipe, [*user, *forced])
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# stage 2: the teacher's label distribution on the pool
+
+
+def teacher_label_probs(run_dir, task, rows: list[dict], *, batch_size: int = 32,
+                        progress: bool | str = "pseudo-labelling") -> torch.Tensor:
+    """(N, C) p_teacher(y | x) for ``rows``: softmax over the teacher run's label-word scores (rank classification
+    with the run's own form, max length and label-token setting; ``TaskScorer.label_scores``)."""
+    from ..config import load_config
+    from ..evaluation.task_eval import build_task_scorer
+    from ..generation import load_for_inference
+    from ..tasks import get_task
+
+    run_cfg = load_config(Path(run_dir) / "config.yaml")
+    if run_cfg.task.name and get_task(run_cfg.task.name).name != task.name:
+        raise ConfigError(f"{run_dir}: the teacher was trained on {run_cfg.task.name}, not {task.name}")
+    model, tokenizer, _ = load_for_inference(str(run_dir))
+    from ..methods.objectives import OBJECTIVES, unlabelled_scorer
+
+    if run_cfg.task.objective in OBJECTIVES:  # prompt-based FT (verbalizer) or CLS teachers: their own scores
+        scorer = unlabelled_scorer(run_cfg, tokenizer, model, task, rows, batch_size=batch_size)
+        return torch.softmax(scorer.label_scores(model, progress=progress).float(), dim=-1)
+    # the scorer keeps a gold label per row for its metrics; unlabelled pools get a placeholder it never uses here
+    rows = [{**row, "label": row["label"] if row.get("label") is not None else task.labels[0]} for row in rows]
+    scorer = build_task_scorer(tokenizer, task, rows, form=run_cfg.task.form, max_length=run_cfg.data.max_length,
+                               label_tokens=run_cfg.task.label_tokens, batch_size=batch_size)
+    return torch.softmax(scorer.label_scores(model, progress=progress).float(), dim=-1)
+
+
+def prediction_records(task, rows: list[dict], probs: torch.Tensor) -> list[dict]:
+    from ..tasks import label_words
+
+    words = label_words(task)
+    out = []
+    for row, p in zip(rows, probs):
+        j = int(p.argmax())
+        out.append({"idx": row.get("idx"), "text_a": row.get("text_a"), "text_b": row.get("text_b"),
+                    "label": row.get("label"), "pred": task.labels[j], "pred_word": words[j],
+                    "confidence": float(p[j]), "probs": [float(x) for x in p]})
+    return out
+
+
+def pseudo_label_summary(task, records: list[dict]) -> dict:
+    gold = [r for r in records if r["label"] is not None]
+    return {
+        "examples": len(records),
+        "with_gold_label": len(gold),
+        "accuracy_vs_gold": (sum(r["pred"] == r["label"] for r in gold) / len(gold)) if gold else None,
+        "pred_counts": {y: sum(r["pred"] == y for r in records) for y in task.labels},
+        "gold_counts": {y: sum(r["label"] == y for r in gold) for y in task.labels} if gold else None,
+        "mean_confidence": sum(r["confidence"] for r in records) / max(len(records), 1),
+    }
+
+
+def pool_rows(cfg: PCPConfig, task, split: str) -> list[dict]:
+    """The pool split, or a seeded subset of it (the same for PCP and TAPT, kept in file order)."""
+    from ..tasks import read_split
+
+    rows = read_split(task, "pool", split, root=cfg.data_root)
+    cap = cfg.max_pool_train if split == "train" else cfg.max_pool_dev
+    if cap and cap < len(rows):
+        order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(cfg.pool_seed)).tolist()
+        rows = [rows[i] for i in sorted(order[:cap])]
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# stages
+
+
+def _forced(cfg: PCPConfig, run_dir: Path) -> list[str]:
+    forced = [f"task.name={cfg.task}", f"task.seed={cfg.seed}", f"train.output_dir={run_dir}"]
+    return forced + ([f"task.data_root={cfg.data_root}"] if cfg.data_root else [])
+
+
+def _final_recipe(cfg: PCPConfig, out: Path):
+    recipe = cfg.final_recipe or cfg.teacher_recipe
+    best = out / DIRS[4] / "best"
+    forced = _forced(cfg, out / DIRS[5]) + [f"model.name_or_path={best}", "model.gguf_file="]
+    return recipe_config(recipe, cfg.final_overrides, forced, "final_recipe")
+
+
+def _settings(cfg: PCPConfig, n: int, out: Path) -> dict:
+    """What a stage's outputs depend on (besides earlier stages' files); compared with its marker."""
+    from ..config import to_dict
+
+    if n == 1:
+        return to_dict(recipe_config(cfg.teacher_recipe, cfg.teacher_overrides, _forced(cfg, out / DIRS[1]),
+                                     "teacher_recipe"))
+    pool = {"task": cfg.task, "data_root": cfg.data_root, "max_pool_train": cfg.max_pool_train,
+            "max_pool_dev": cfg.max_pool_dev, "pool_seed": cfg.pool_seed}
+    if n == 2:
+        return pool
+    if n == 3:
+        return {**pool, "layout": "raw" if cfg.method == "tapt" else cfg.corpus}
+    if n == 4:
+        cpt, model = _cpt_config(cfg, out)
+        return {"cpt": dataclasses.asdict(cpt), "model": to_dict(model)}
+    return to_dict(_final_recipe(cfg, out))
+
+
+def _cpt_config(cfg: PCPConfig, out: Path):
+    from ..config import ModelConfig
+
+    corpus = out / DIRS[3]
+    cpt = dataclasses.replace(cfg.cpt, train_file=str(corpus / "train.txt"), eval_file=str(corpus / "dev.txt"),
+                              output_dir=str(out / DIRS[4]))
+    if cfg.cpt.model:
+        model = ModelConfig(name_or_path=cfg.cpt.model, head=cfg.cpt.head)
+    else:  # the model the final fine-tuning starts from, as an LM (a CLS-FT recipe's head is not the CPT head)
+        recipe = cfg.final_recipe or cfg.teacher_recipe
+        model = dataclasses.replace(recipe_config(recipe, cfg.final_overrides, [], "final_recipe").model,
+                                    head=cfg.cpt.head)
+    return cpt, model
+
+
+def stage_teacher(cfg: PCPConfig, out: Path) -> dict:
+    from ..engine import last_checkpoint, train
+
+    run_dir = out / DIRS[1]
+    run_cfg = recipe_config(cfg.teacher_recipe, cfg.teacher_overrides, _forced(cfg, run_dir), "teacher_recipe")
+    final = train(run_cfg, resume=last_checkpoint(run_dir) is not None)
+    return {"run_dir": str(run_dir), "model": str(run_dir / "final"),
+            "metrics": {k: v for k, v in final.items() if k.startswith("test_") or k.startswith("eval_")}}
+
+
+def stage_pseudo_labels(cfg: PCPConfig, out: Path) -> dict:
+    from ..tasks import get_task
+
+    task = get_task(cfg.task)
+    rows = {split: pool_rows(cfg, task, split) for split in ("train", "dev")}
+    probs = teacher_label_probs(out / DIRS[1], task, rows["train"] + rows["dev"], batch_size=cfg.label_batch_size,
+                                progress="pseudo-labelling" if cfg.cpt.progress else False)
+    folder = out / DIRS[2]
+    summary, outputs, start = {}, {}, 0
+    for split, split_rows in rows.items():
+        records = prediction_records(task, split_rows, probs[start : start + len(split_rows)])
+        start += len(split_rows)
+        path = folder / f"predictions_{split}.jsonl"
+        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        summary[split] = pseudo_label_summary(task, records)
+        outputs[f"predictions_{split}"] = str(path)
+    atomic_write_json(folder / "summary.json", summary)
+    return {**outputs, "summary": summary}
+
+
+def stage_corpus(cfg: PCPConfig, out: Path) -> dict:
+    from ..methods.pcp_corpus import pcp_line, tapt_line, write_corpus
+    from ..tasks import get_task
+
+    task = get_task(cfg.task)
+    folder = out / DIRS[3]
+    meta = {"layout": "raw" if cfg.method == "tapt" else cfg.corpus, "task": task.name}
+    for split in ("train", "dev"):
+        if cfg.method == "tapt":
+            lines = [tapt_line(task, row) for row in pool_rows(cfg, task, split)]
+        else:
+            records = [r for _, r in iter_json_lines(out / DIRS[2] / f"predictions_{split}.jsonl")]
+            lines = [pcp_line(task, r, r["pred"], cfg.corpus) for r in records]
+        meta[split] = write_corpus(folder / f"{split}.txt", lines)
+    atomic_write_json(folder / "corpus_meta.json", meta)
+    return meta
+
+
+def stage_cpt(cfg: PCPConfig, out: Path) -> dict:
+    from ..methods.continued_pretraining import continued_pretraining
+
+    cpt, model_cfg = _cpt_config(cfg, out)
+    final = continued_pretraining(cpt, model_config=model_cfg)
+    return {"run_dir": cpt.output_dir, "model": str(Path(cpt.output_dir) / "best"),
+            "metrics": {k: final.get(k) for k in ("objective", "start_eval_loss", "eval_loss", "best_step",
+                                                  "global_step")}}
+
+
+def stage_final(cfg: PCPConfig, out: Path) -> dict:
+    from ..engine import last_checkpoint, train
+
+    run_cfg = _final_recipe(cfg, out)
+    run_dir = out / DIRS[5]
+    final = train(run_cfg, resume=last_checkpoint(run_dir) is not None)
+    return {"run_dir": str(run_dir), "model": str(run_dir / "final"),
+            "metrics": {k: v for k, v in final.items() if k.startswith("test_") or k.startswith("eval_")}}
+
+
+RUNNERS = {1: stage_teacher, 2: stage_pseudo_labels, 3: stage_corpus, 4: stage_cpt, 5: stage_final}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the pipeline
+
+
+def marker_path(out: Path, n: int) -> Path:
+    return Path(out) / f"stage{n}.done.json"
+
+
+def _strip(settings):
+    if isinstance(settings, dict):
+        return {k: _strip(v) for k, v in settings.items() if k not in _IGNORED_SETTINGS}
+    return settings
+
+
+def _first_difference(old, new, prefix="") -> str:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new), key=str):
+            if old.get(key) != new.get(key):
+                return _first_difference(old.get(key), new.get(key), f"{prefix}{key}.")
+    return f"{prefix.rstrip('.')}: {old!r} -> {new!r}"
+
+
+def _clear(out: Path, n: int) -> None:
+    marker_path(out, n).unlink(missing_ok=True)
+    shutil.rmtree(out / DIRS[n], ignore_errors=True)
+
+
+def parse_stages(text: str | None, method: str) -> list[int]:
+    valid = METHOD_STAGES[method]
+    if not text:
+        return list(valid)
+    chosen: set[int] = set()
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.partition("-")
+            chosen.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise ConfigError(f"--stages {text!r}: expected stage numbers such as 1-5, 3 or 2,4-5") from None
+    bad = sorted(chosen - set(valid))
+    if bad:
+        raise ConfigError(f"--stages: {method} has stages {valid[0]}-{valid[-1]}, not {bad[0]}")
+    return sorted(chosen)
+
+
+def run_pipeline(cfg: PCPConfig, *, stages: list[int] | None = None, force: int | None = None,
+                 log=print) -> dict:
+    """Run the selected stages of ``cfg.method`` in order, skipping those whose marker says they are done."""
+    from ..config import write_config
+
+    out = Path(cfg.output_dir)
+    valid = METHOD_STAGES[cfg.method]
+    stages = sorted(stages or valid)
+    if force is not None:
+        if force not in valid:
+            raise ConfigError(f"--force: {cfg.method} has stages {valid[0]}-{valid[-1]}, not {force}")
+        if force not in stages:
+            raise ConfigError(f"--force {force}: stage {force} is not among the selected stages {stages}")
+    out.mkdir(parents=True, exist_ok=True)
+    write_config(cfg, out / "pipeline_config.yaml")
+    if force is not None:
+        _clear(out, force)
+    for n in stages:
+        settings = _strip(json.loads(json.dumps(_settings(cfg, n, out), default=str)))
+        marker = marker_path(out, n)
+        if marker.is_file():
+            done = json.loads(marker.read_text(encoding="utf-8"))
+            if done.get("settings") != settings:
+                raise ConfigError(f"stage {n} ({STAGES[n]}) in {out} was done with other settings "
+                                  f"({_first_difference(done.get('settings'), settings)}); pass --force {n} or "
+                                  "choose another output_dir")
+            log(f"stage {n} ({STAGES[n]}): done before, skipped ({marker})")
+            continue
+        previous = [m for m in valid if m < n]
+        if previous and not marker_path(out, previous[-1]).is_file():
+            raise ConfigError(f"stage {n} ({STAGES[n]}) needs stage {previous[-1]} ({STAGES[previous[-1]]}) done "
+                              f"first ({marker_path(out, previous[-1])} is missing); run --stages "
+                              f"{previous[0]}-{n}")
+        for later in (m for m in valid if m > n):  # their inputs are about to change
+            _clear(out, later)
+        log(f"stage {n} ({STAGES[n]}): running -> {out / DIRS[n]}")
+        started = time.time()
+        outputs = RUNNERS[n](cfg, out)
+        atomic_write_json(marker, {
+            "stage": n, "name": STAGES[n], "outputs": outputs, "settings": settings,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+            "seconds": round(time.time() - started, 1),
+        })
+        log(f"stage {n} ({STAGES[n]}): done in {time.time() - started:.0f} s")
+    summary = collect_summary(out, cfg.method)
+    atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+def collect_summary(out: Path, method: str) -> dict:
+    """The headline numbers of every finished stage, read back from their files."""
+    summary: dict = {"method": method, "output_dir": str(out)}
+    for n in METHOD_STAGES[method]:
+        marker = marker_path(out, n)
+        if marker.is_file():
+            done = json.loads(marker.read_text(encoding="utf-8"))
+            summary[STAGES[n]] = {"seconds": done.get("seconds"), **{
+                k: v for k, v in done["outputs"].items() if k in ("metrics", "summary", "train", "dev")}}
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# command line
+
+
+def _cmd_pipeline(args, method: str) -> int:
+    cfg = load_pipeline_config(args.config, args.overrides, method=method)
+    summary = run_pipeline(cfg, stages=parse_stages(args.stages, method), force=args.force)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _cmd_cpt(args) -> int:
+    from ..methods.continued_pretraining import continued_pretraining
+
+    cfg = load_cpt_config(args.config, args.overrides)
+    final = continued_pretraining(cfg, resume=True if args.resume else None)
+    final.pop("trainer", None)
+    final.pop("eval_losses", None)
+    print("done: " + ", ".join(f"{k}={v}" for k, v in final.items()))
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add ``pcp``, ``tapt`` and ``cpt`` to a parser's subparsers."""
+    for method, text in (("pcp", "prompt-based continued pre-training: teacher -> pseudo-labels -> templated corpus "
+                                 "-> continued pre-training -> final prompt-FT (stages 1-5)"),
+                         ("tapt", "task-adaptive pre-training: raw pool text -> continued pre-training -> final "
+                                  "fine-tuning (stages 3-5)")):
+        p = subparsers.add_parser(method, help=text.split(":")[0], description=f"{method.upper()}, {text}. Stages "
+                                  "whose stage<N>.done.json exists are skipped; an interrupted stage continues.")
+        p.add_argument("config", help=f"pipeline YAML (configs/pcp/sst2_{method}.yaml)")
+        p.add_argument("overrides", nargs="*", help="key=value overrides (max_pool_train=500, cpt.max_steps=50, ...)")
+        p.add_argument("--stages", help=f"which stages to run, e.g. {'1-5' if method == 'pcp' else '3-5'} "
+                       "(default: all)")
+        p.add_argument("--force", type=int, metavar="N", help="redo stage N from scratch (and every later stage)")
+        p.set_defaults(func=lambda args, m=method: _cmd_pipeline(args, m))
+    p = subparsers.add_parser("cpt", help="continued pre-training (MLM or causal LM) on a one-line-per-example corpus",
+                              description="Continued pre-training from a YAML of ContinuedPretrainingConfig keys "
+                              "(model, train_file, eval_file, output_dir, ...); best checkpoint by held-out loss.")
+    p.add_argument("config", help="YAML with continued pre-training keys")
+    p.add_argument("overrides", nargs="*", help="key=value overrides")
+    p.add_argument("--resume", action="store_true", help="require a checkpoint to continue from (default: continue "
+                   "when there is one)")
+    p.set_defaults(func=_cmd_cpt)
