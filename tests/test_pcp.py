@@ -274,3 +274,10 @@ def test_a_verbalizer_teacher_pseudo_labels_with_its_own_scores(tmp_path, tiny_m
     model, tokenizer, _ = load_for_inference(str(tmp_path / "teacher"))
     direct = unlabelled_scorer(cfg, tokenizer, model, task, pool).label_scores(model).softmax(-1)
     torch.testing.assert_close(probs, direct, atol=1e-5, rtol=1e-5)
+
+
+def test_settings_added_by_a_later_version_do_not_invalidate_a_stage():
+    assert pcp._same_settings({"a": 1, "b": {"c": 2}}, {"a": 1, "b": {"c": 2, "new": 3}, "other": 4})
+    assert not pcp._same_settings({"a": 1}, {"a": 2})
+    assert not pcp._same_settings({"a": 1, "gone": 0}, {"a": 1})
+    assert "a: 1 -> 2" in pcp._first_difference({"a": 1, "b": 0}, {"a": 2, "b": 0, "new": 1})

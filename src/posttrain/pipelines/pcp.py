@@ -378,10 +378,18 @@ def _strip(settings):
     return settings
 
 
+def _same_settings(old, new) -> bool:
+    """Equal, except that keys only ``new`` has are ignored: config fields added by a later posttrain version,
+    which a stage done before ran without (i.e. with the behaviour their defaults keep)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return all(key in new and _same_settings(old[key], new[key]) for key in old)
+    return old == new
+
+
 def _first_difference(old, new, prefix="") -> str:
     if isinstance(old, dict) and isinstance(new, dict):
         for key in sorted(set(old) | set(new), key=str):
-            if old.get(key) != new.get(key):
+            if key in old and not _same_settings(old.get(key), new.get(key)):
                 return _first_difference(old.get(key), new.get(key), f"{prefix}{key}.")
     return f"{prefix.rstrip('.')}: {old!r} -> {new!r}"
 
@@ -430,7 +438,7 @@ def run_pipeline(cfg: PCPConfig, *, stages: list[int] | None = None, force: int 
         marker = marker_path(out, n)
         if marker.is_file():
             done = json.loads(marker.read_text(encoding="utf-8"))
-            if done.get("settings") != settings:
+            if not _same_settings(done.get("settings"), settings):
                 raise ConfigError(f"stage {n} ({STAGES[n]}) in {out} was done with other settings "
                                   f"({_first_difference(done.get('settings'), settings)}); pass --force {n} or "
                                   "choose another output_dir")
