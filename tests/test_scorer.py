@@ -73,6 +73,7 @@ def test_choose_matches_brute_force(tiny_llama, prefix_cache, shared):
     contexts = [[11 + i for i in range(shared)] + c for c, _ in random_requests(vocab, 9, seed=2)]
     choices = random_choices(vocab, len(contexts))
     choices[0] = [[7], [8], [9]]  # a batch row whose choices are all single tokens
+    choices[1] = [[7, 8, 1], [7, 8, 2], [7, 9], [7]]  # choices sharing inputs share a row
     result = choose(tiny_llama, contexts, choices, batch_size=4, pad_token_id=0, prefix_cache=prefix_cache)
     for context, options, scores in zip(contexts, choices, result):
         assert len(scores) == len(options)
@@ -86,12 +87,12 @@ def test_prefix_cache_sends_only_needed_rows_to_the_head(tiny_llama):
     handle = tiny_llama.lm_head.register_forward_hook(lambda mod, inp, out: rows.append(inp[0].shape))
     try:
         contexts = [[5] * 30, [6] * 17]
-        choices = [[[1], [2, 3], [4, 5, 6]], [[1], [2, 3]]]
+        choices = [[[1], [2, 3], [4, 5, 6], [2, 7]], [[1], [2, 3]]]  # [2, 3] and [2, 7] share the input row [2]
         choose(tiny_llama, contexts, choices, pad_token_id=0)
         score_continuations(tiny_llama, [([5] * 30, [1, 2, 3])], pad_token_id=0)
     finally:
         handle.remove()
-    # context pass: 2 rows (one per context); choice pass: 1 + 2 (context 0) + 1 (context 1); plain path: 3
+    # context pass: 2 rows (one per context); choice pass: [2] + [4, 5] (context 0) + [2] (context 1); plain: 3
     assert [r[:-1] for r in rows] == [(2,), (4,), (3,)]
     assert all(r[-1] == tiny_llama.config.hidden_size for r in rows)
 

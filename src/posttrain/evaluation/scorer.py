@@ -12,11 +12,13 @@ transformers >= 5), so the full (tokens x vocabulary) logits are never built. Tw
 
 * *plain*: each request is one right-padded sequence ``c + y[:-1]`` (with right padding the default position ids
   are already correct). Batches are sorted by length, so padding is small.
-* *prefix cache* (``choose`` on models that allow it): many choices share one long context (a StepGame story of
-  100-400 tokens, 9 short answers). The context runs once with ``use_cache=True``; its last row scores every
-  choice's first token; if some choice is longer, the KV cache is gathered once per such choice
-  (``Cache.reorder_cache``) and only the choice tokens run, with explicit position ids (context length + j) and an
-  attention mask that hides the context padding. Exact up to float rounding.
+* *prefix cache* (``choose`` and ``greedy_generate`` on models that allow it): many choices share one long
+  context (a StepGame story of 100-400 tokens, 9 short answers). The contexts of a batch run once with
+  ``use_cache=True`` (a token prefix common to the whole batch, e.g. the instruction, runs once and its cache is
+  repeated); the last context row scores every choice's first token; for longer choices the KV cache is gathered
+  once per distinct choice input (``Cache.reorder_cache``; " lower-left" and " lower-right" share the inputs
+  " lower", "-") and only those tokens run, with explicit position ids (context length + j) and an attention mask
+  that hides the context padding. Exact up to float rounding.
 
 Soft-prompt models: a posttrain soft-prompt/DePT wrapper takes ``input_ids, attention_mask, logits_to_keep`` (a mask
 over the *real* tokens) and ``use_cache=False``, strips its virtual positions itself and sets
@@ -245,32 +247,38 @@ def _prefill(call, contexts, pad_token_id, device):
 
 def _choose_batch(call, contexts, choices, pad_token_id, device) -> list[list[Score]]:
     logits, cache, mask, lengths = _prefill(call, contexts, pad_token_id, device)
-    multi = [(b, c) for b, options in enumerate(choices) for c, option in enumerate(options) if len(option) > 1]
     first_lp = F.log_softmax(logits, dim=-1)
     first_best = logits.argmax(-1)
-    rest: dict[tuple[int, int], Score] = {}
-    if multi:  # only the choice tokens run, against the gathered context cache
-        index = torch.tensor([b for b, _ in multi], device=device)
+    # Choices longer than one token: their inputs choice[:-1] run against the context cache. Choices sharing those
+    # inputs (" lower-left" / " lower-right" both feed " lower", "-") share one row.
+    rows = sorted({(b, tuple(option[:-1])) for b, options in enumerate(choices) for option in options
+                   if len(option) > 1})
+    rest: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+    if rows:
+        index = torch.tensor([b for b, _ in rows], device=device)
         cache.reorder_cache(index)
-        tails = [list(choices[b][c][1:]) for b, c in multi]
-        inputs = [list(choices[b][c][:-1]) for b, c in multi]
-        tail_ids, tail_mask = _pad(inputs, pad_token_id)
-        width = tail_ids.shape[1]
+        tail_ids, tail_mask = _pad([list(x) for _, x in rows], pad_token_id)
         attention = torch.cat([mask[index], tail_mask.to(device)], dim=1)
-        positions = lengths[index][:, None] + torch.arange(width, device=device)[None, :]
+        positions = lengths[index][:, None] + torch.arange(tail_ids.shape[1], device=device)[None, :]
         tail_logits, _ = _cache_call(call, input_ids=tail_ids.to(device), attention_mask=attention,
                                      position_ids=positions, cache=cache, logits_to_keep=tail_mask.to(device))
-        tail_scores: list[Score | None] = [None] * len(multi)
-        _fill_scores(tail_scores, range(len(multi)), tails, tail_logits.reshape(-1, tail_logits.shape[-1]).float())
-        rest = dict(zip(multi, tail_scores))
+        tail_logits = tail_logits.reshape(-1, tail_logits.shape[-1]).float()
+        pos = 0
+        for key in rows:  # kept rows are row-major: each row's real positions in order
+            n = len(key[1])
+            chunk = tail_logits[pos : pos + n]
+            rest[key] = (F.log_softmax(chunk, dim=-1), chunk.argmax(-1))
+            pos += n
     out = []
     for b, options in enumerate(choices):
         row = []
-        for c, option in enumerate(options):
+        for option in options:
             lp, greedy = first_lp[b, option[0]].item(), bool(first_best[b].item() == option[0])
             if len(option) > 1:
-                tail = rest[(b, c)]
-                lp, greedy = lp + tail.logprob, greedy and tail.greedy
+                logp, best = rest[(b, tuple(option[:-1]))]
+                targets = torch.tensor(option[1:], device=logp.device)
+                lp += logp.gather(1, targets[:, None]).sum().item()
+                greedy = greedy and bool((best == targets).all())
             row.append(Score(lp, greedy))
         out.append(row)
     return out

@@ -1,7 +1,10 @@
-"""``posttrain stepgame`` subcommands: generate and solve (StepGame, Shi, Zhang, Lipani, AAAI 2022).
+"""``posttrain stepgame`` subcommands (StepGame, Shi, Zhang, Lipani, AAAI 2022): generate, solve, eval, exports.
 
     posttrain stepgame generate --k 1-10 --n 10000 --seed 0 --both --templates original --format json --out DIR
     posttrain stepgame solve FILE [FILE ...] [--templates corrected] [--show-errors 5] [--json OUT]
+    posttrain stepgame eval --model default --mode mc|gen [--shots N] [--chat auto|on|off] [--limit N] --out DIR
+    posttrain stepgame export-lm-eval --out DIR [--files FILE ...] [--limit N]
+    posttrain stepgame export-sft --out FILE.jsonl [--files FILE ...] [--k 1-5] [--limit N] [--shuffle-seed S]
 
 Wire into the main parser with ``register(subparsers)``; handlers raise ``PosttrainError`` subclasses.
 """
@@ -17,15 +20,19 @@ from ..io_utils import atomic_write_json
 
 
 def parse_k_range(text: str) -> list[int]:
-    """"3" -> [3]; "1-10" -> [1..10]; "1,3,5" -> [1, 3, 5]."""
+    """"3" -> [3]; "1-10" -> [1..10]; "1,3,5" -> [1, 3, 5]. Raises ConfigError (one line) on anything else."""
     ks: list[int] = []
-    try:
-        for part in text.split(","):
-            lo, _, hi = part.strip().partition("-")
-            ks += list(range(int(lo), int(hi or lo) + 1))
-    except ValueError:
-        raise ConfigError(f"--k {text!r}: expected a number, a range like 1-10 or a list like 1,3,5") from None
-    if not ks or any(not 1 <= k <= 10 for k in ks):
+    for part in str(text).split(","):
+        lo, dash, hi = part.strip().partition("-")
+        try:
+            a = int(lo)
+            b = int(hi) if dash else a
+        except ValueError:
+            raise ConfigError(f"--k {text!r}: expected a number, a range like 1-10 or a list like 1,3,5") from None
+        if b < a:
+            raise ConfigError(f"--k {text!r}: empty range {a}-{b} (write the smaller number first)")
+        ks += list(range(a, b + 1))
+    if any(not 1 <= k <= 10 for k in ks):
         raise ConfigError(f"--k {text!r}: hops must be between 1 and 10")
     return sorted(set(ks))
 
@@ -98,10 +105,11 @@ def _cmd_solve(args) -> int:
 
 
 def register(subparsers) -> argparse.ArgumentParser:
-    """Add ``stepgame`` (with ``generate`` and ``solve``) to a parser's subparsers."""
+    """Add ``stepgame`` (generate, solve, eval, export-lm-eval, export-sft) to a parser's subparsers."""
     p = subparsers.add_parser(
-        "stepgame", help="StepGame benchmark: generate data, solve/check files",
-        description="StepGame (AAAI 2022) multi-hop spatial reasoning: generator and exact solver.")
+        "stepgame", help="StepGame benchmark: generate data, solve/check files, evaluate LMs, export",
+        description="StepGame (AAAI 2022) multi-hop spatial reasoning: generator, exact solver, LM evaluation "
+        "harness, lm-evaluation-harness export and fine-tuning data export.")
     sub = p.add_subparsers(dest="stepgame_command", metavar="SUBCOMMAND")
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
@@ -135,5 +143,75 @@ def register(subparsers) -> argparse.ArgumentParser:
     s.add_argument("--show-errors", type=int, default=5, metavar="N", help="contradicting examples to print per file")
     s.add_argument("--json", metavar="OUT", help="write the full report (all contradictions) as JSON")
     s.set_defaults(func=_cmd_solve)
+    _register_eval(sub)
     return p
 
+
+def _cmd_eval(args) -> int:
+    from .harness import cmd_eval
+
+    return cmd_eval(args)
+
+
+def _cmd_export(args) -> int:
+    from .lm_eval_export import cmd_export
+
+    return cmd_export(args)
+
+
+def _cmd_export_sft(args) -> int:
+    from .sft import cmd_export_sft
+
+    return cmd_export_sft(args)
+
+
+def _register_eval(sub) -> None:
+    e = sub.add_parser(
+        "eval", help="evaluate a language model: 9-way log-likelihood (mc) or greedy answers (gen)",
+        description="Accuracy per file and k of MODEL on StepGame files (default: the shared valid sets, clean and "
+        "noise, k=1..10). Writes results.json, results.md, accuracy_vs_k.png and predictions.jsonl into --out.")
+    e.add_argument("--model", default="default", help="model spec or posttrain run directory (default: default)")
+    e.add_argument("--mode", default="mc", help="mc (log-likelihood of the 9 answer words) or gen (greedy answer)")
+    e.add_argument("--files", nargs="+", help="StepGame files (.json official, .jsonl, .txt bAbI)")
+    e.add_argument("--data", help="folder with {clean,noise}/qa{k}_{valid,train}.json (default: shared data)")
+    e.add_argument("--k", help="only these hops: 3, 1-10 or 1,3,5")
+    e.add_argument("--limit", type=int, default=0, help="first N examples per file (0 = all)")
+    e.add_argument("--shots", type=int, default=0, help="few-shot examples per prompt (default 0)")
+    e.add_argument("--shots-from", nargs="+", help="training files to draw shots from (default: clean qa*_train)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the few-shot draws (default 0)")
+    e.add_argument("--chat", default="auto", help="auto (chat template if the model has one), on or off")
+    e.add_argument("--chat-template", help="override the chat template (tokenizer, tulu, chatml, plain)")
+    e.add_argument("--batch-size", type=int, default=8, help="stories per forward pass (default 8)")
+    e.add_argument("--max-new-tokens", type=int, default=24, help="gen mode: answer length cap (default 24)")
+    e.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"])
+    e.add_argument("--out", required=True, help="output directory")
+    e.add_argument("--quiet", action="store_true", help="no progress bars")
+    e.set_defaults(func=_cmd_eval)
+
+    x = sub.add_parser(
+        "export-lm-eval", help="write an lm-evaluation-harness task (YAML + jsonl) with the same prompt",
+        description="Write DIR/stepgame.yaml (group), one multiple-choice task per kind and k, and the data as jsonl; "
+        "then: lm_eval --model hf --model_args pretrained=MODEL_DIR --tasks stepgame --include_path DIR")
+    x.add_argument("--out", required=True, help="task folder to write")
+    x.add_argument("--files", nargs="+", help="StepGame files (default: the shared valid sets, clean and noise)")
+    x.add_argument("--data", help="folder with {clean,noise}/qa{k}_{valid,train}.json (default: shared data)")
+    x.add_argument("--k", help="only these hops: 3, 1-10 or 1,3,5")
+    x.add_argument("--limit", type=int, default=0, help="first N examples per file (0 = all)")
+    x.add_argument("--shots-from", nargs="*", help="training files for lm-eval's few-shot split (default: clean "
+                   "qa*_train; give no file to write none)")
+    x.add_argument("--fewshot-pool", type=int, default=1000, help="few-shot examples sampled into the pool")
+    x.add_argument("--seed", type=int, default=0, help="seed of the few-shot pool sample")
+    x.set_defaults(func=_cmd_export)
+
+    t = sub.add_parser(
+        "export-sft", help="write StepGame as prompt/completion training rows (the harness's zero-shot prompt)",
+        description="Write {\"prompt\", \"completion\", \"k_hop\"} JSON Lines for posttrain train (data.train_file): "
+        "the prompt is exactly the zero-shot prompt of posttrain stepgame eval, the completion the answer word. "
+        "Default input: the clean training files qa{k}_train.json for --k (the paper's recipe: clean k=1..5).")
+    t.add_argument("--out", required=True, help="JSONL file to write")
+    t.add_argument("--files", nargs="+", help="StepGame files (default: DATA/clean/qa{k}_train.json for --k)")
+    t.add_argument("--data", help="folder with {clean,noise}/qa{k}_{valid,train}.json (default: shared data)")
+    t.add_argument("--k", default="1-5", help="hops: 3, 1-5 or 1,3,5 (default 1-5)")
+    t.add_argument("--limit", type=int, default=0, help="first N examples per file (0 = all)")
+    t.add_argument("--shuffle-seed", type=int, default=0, help="shuffle the rows with this seed (-1 = keep order)")
+    t.set_defaults(func=_cmd_export_sft)
