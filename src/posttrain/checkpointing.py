@@ -121,3 +121,13 @@ def save_final_model(trainer, directory: Path) -> None:
     if trainer.args.should_save:
         distributed.commit_directory(staged, directory)
     trainer.accelerator.wait_for_everyone()
+
+
+def step_of(checkpoint) -> int | None:
+    """N of a ``checkpoint-N`` path (None for None or another name)."""
+    if checkpoint is None:
+        return None
+    try:
+        return int(Path(checkpoint).name.rsplit("-", 1)[-1])
+    except ValueError:
+        return None

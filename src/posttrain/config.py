@@ -471,3 +471,27 @@ def describe() -> str:
             default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
             lines.append(f"  {f.name} = {default!r}\n      {f.metadata.get('help', '')}")
     return "\n".join(lines)
+
+
+def build_dataclass(cls, raw, source: str, prefix: str = ""):
+    """A (possibly nested) config dataclass from a mapping, with the same typed coercion and one-line errors as
+    ``RunConfig`` (unknown key with the nearest suggestion, bad type naming ``source: prefix.key``). Used by the
+    configs of multi-run recipes (PCP, self-training)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'the file'} must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for key, value in raw.items():
+        if key not in hints:
+            close = difflib.get_close_matches(str(key), list(hints), n=1, cutoff=0.5)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
+            raise ConfigError(f"{source}: unknown key '{prefix}{key}'{hint}")
+        if dataclasses.is_dataclass(hints[key]):
+            values[key] = build_dataclass(hints[key], value or {}, source, f"{prefix}{key}.")
+        else:
+            values[key] = _coerce(value, hints[key], f"{source}: {prefix}{key}")
+    try:
+        return cls(**values)
+    except ConfigError as err:
+        text = str(err)
+        raise ConfigError(f"{source}: {'' if text.startswith(prefix) else prefix}{text}") from None

@@ -31,6 +31,7 @@ from . import __version__
 from . import distributed
 from .best_weights import BestWeightsCallback
 from .checkpointing import AtomicCheckpoints, complete_checkpoints, last_checkpoint, save_final_model  # noqa: F401
+from .checkpointing import step_of as _step_of
 from .callbacks import MetricsCallback, NonFiniteGuardCallback, StopAtStepCallback
 from .config import LossConfig, RunConfig, write_config
 from .data.chat import resolve_template
@@ -487,11 +488,7 @@ def train(cfg: RunConfig, *, resume: bool = False, callbacks: list[TrainerCallba
     return final
 
 
-def _step_of(checkpoint: Path | None) -> int | None:
-    if checkpoint is None:
-        return None
     try:
         return int(checkpoint.name.rsplit("-", 1)[-1])
     except ValueError:
         return None
-

@@ -40,6 +40,7 @@ from transformers import DataCollatorForLanguageModeling, DataCollatorForSeq2Seq
 
 from ..callbacks import MetricsCallback
 from ..checkpointing import AtomicCheckpoints, save_final_model
+from ..checkpointing import step_of as _step_of
 from ..errors import ConfigError, DataError
 
 
@@ -325,9 +326,6 @@ def continued_pretraining(cfg: ContinuedPretrainingConfig, *, resume: bool | Non
     return final
 
 
-def _step_of(checkpoint: Path | None) -> int | None:
-    if checkpoint is None:
-        return None
     try:
         return int(Path(checkpoint).name.rsplit("-", 1)[-1])
     except ValueError:

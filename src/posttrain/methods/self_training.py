@@ -39,9 +39,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
 import json
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal, Optional
@@ -113,26 +111,9 @@ class SelfTrainingConfig:
 
 
 def _build(cls, raw, source: str, prefix: str = ""):
-    from ..config import _coerce
+    from ..config import build_dataclass
 
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'the file'} must be a mapping, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for key, value in raw.items():
-        if key not in hints:
-            close = difflib.get_close_matches(str(key), list(hints), n=1, cutoff=0.5)
-            hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
-            raise ConfigError(f"{source}: unknown key '{prefix}{key}'{hint}")
-        if dataclasses.is_dataclass(hints[key]):
-            values[key] = _build(hints[key], value or {}, source, f"{prefix}{key}.")
-        else:
-            values[key] = _coerce(value, hints[key], f"{source}: {prefix}{key}")
-    try:
-        return cls(**values)
-    except ConfigError as err:
-        text = str(err)
-        raise ConfigError(f"{source}: {'' if text.startswith(prefix) else prefix}{text}") from None
+    return build_dataclass(cls, raw, source, prefix)
 
 
 def split_overrides(overrides: list[str] | None) -> tuple[list[str], list[str]]:

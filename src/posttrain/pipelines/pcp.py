@@ -22,11 +22,9 @@ scratch (and hence every later stage).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import shutil
 import time
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
@@ -96,25 +94,9 @@ class PCPConfig:
 
 
 def _build(cls, raw, source: str, prefix: str = ""):
-    from ..config import _coerce
+    from ..config import build_dataclass
 
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: {prefix or 'the file'} must be a mapping, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for key, value in raw.items():
-        if key not in hints:
-            close = difflib.get_close_matches(str(key), list(hints), n=1, cutoff=0.5)
-            hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
-            raise ConfigError(f"{source}: unknown key '{prefix}{key}'{hint}")
-        if dataclasses.is_dataclass(hints[key]):
-            values[key] = _build(hints[key], value or {}, source, f"{prefix}{key}.")
-        else:
-            values[key] = _coerce(value, hints[key], f"{source}: {prefix}{key}")
-    try:
-        return cls(**values)
-    except ConfigError as err:
-        raise ConfigError(f"{source}: {prefix}{err}") from None
+    return build_dataclass(cls, raw, source, prefix)
 
 
 def _apply_overrides(raw: dict, overrides: list[str]) -> dict:
