@@ -14,7 +14,8 @@ padded to ``--pad-to`` tokens (the reference pads to max_length: 128 for single-
 Each implementation runs in its own child process (peak memory is per implementation): ``--warmup`` steps, then
 ``--steps`` timed steps (forward + backward + optimizer). Memory = peak resident set size (CPU; sampled every
 10 ms) or peak allocated (GPU) during the timed steps minus the level after set-up and warm-up, i.e. activations
-plus transient buffers (gradients and optimizer state exist after the warm-up step in both).
+plus transient buffers (gradients are kept allocated and the optimizer state exists after the warm-up step, so
+neither counts).
 
 Usage:
     python benchmarks/prompt_ft_efficiency.py                     # writes docs/benchmarks/prompt_ft_efficiency.*
@@ -104,7 +105,7 @@ def child(spec: dict) -> dict:
         loss = loss_fn(model, batch)
         loss.backward()
         optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=False)  # gradients stay allocated: the probe measures activations
         return float(loss)
 
     for batch in data[: spec["warmup"]]:
