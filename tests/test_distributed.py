@@ -205,7 +205,7 @@ loss = model(input_ids=torch.tensor([[1, 2, 3, 4]]), labels=torch.tensor([[1, 2,
 loss.backward()  # the sharded model still trains after the save
 assert model.prompt.grad is not None
 dist.destroy_process_group()
-print("ok", rank)
+print(f"ok{rank}", flush=True)  # one token per rank: the two processes' lines may interleave
 '''
 
 
@@ -220,7 +220,7 @@ def test_soft_prompt_saved_whole_from_fsdp2_shards_on_cpu(tmp_path):
                            str(script), str(tmp_path / "adapter")], env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("ok ") == 2
+    assert "ok0" in proc.stdout and "ok1" in proc.stdout
 
 
 def test_fsdp_or_deepspeed_launch_that_did_not_take_effect_fails(monkeypatch):
