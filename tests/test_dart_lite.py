@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from test_classification import task_file  # noqa: F401  (fixture)
 from test_prompt_ft import toy_task  # noqa: F401  (fixture)
 
 from conftest import make_tiny_llama, make_tokenizer

@@ -247,7 +247,7 @@ def test_register_adds_pcp_tapt_and_cpt(setup):
 def test_a_verbalizer_teacher_pseudo_labels_with_its_own_scores(tmp_path, tiny_model_dir):
     """PCP Step 1 with a prompt-based FT teacher (task.objective=verbalizer): the pool's label distribution is the
     softmax of the teacher's verbalizer scores, the same the run's own scorer predicts with."""
-    from test_prompt_ft import BAD, GOOD, TASK_YAML
+    from test_classification import BAD, GOOD, TASK_YAML
 
     from posttrain.config import load_config
     from posttrain.engine import train

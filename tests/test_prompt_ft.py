@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from test_classification import BAD, GOOD, TASK_YAML
+from test_classification import task_file  # noqa: F401  (fixture)
 
 from conftest import make_tokenizer
 from posttrain.config import load_config
@@ -218,14 +218,8 @@ def test_regression_loss_is_the_kl_to_the_soft_target(tmp_path, tokenizer, tiny_
 
 
 @pytest.fixture
-def toy_task(tmp_path):
-    (tmp_path / "data").mkdir()
-    rows = [{"text": t, "label": "pos"} for t in GOOD] + [{"text": t, "label": "neg"} for t in BAD]
-    for split, n in (("train", 4), ("dev", 1), ("test", 1)):
-        (tmp_path / "data" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows * n))
-    path = tmp_path / "task.yaml"
-    path.write_text(TASK_YAML)
-    return path
+def toy_task(task_file):  # noqa: F811  (the separable toy sentiment task of test_classification)
+    return task_file
 
 
 @pytest.mark.parametrize("objective", ["verbalizer", "classifier"])

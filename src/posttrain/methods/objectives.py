@@ -105,20 +105,11 @@ def _verbalizer_encode(tokenizer, task, examples, cfg, kind, source, labelled=Tr
 def _classifier_encode(tokenizer, task, examples, cfg, kind, source, labelled=True):
     """Plain input (text_a, or the text_a/text_b pair as the tokenizer joins it), no template."""
     from ..errors import DataError
-    from ..tasks import canonical_label, soft_target
 
     rows, stats = [], prompt_ft.PromptStats()
     for ex in examples:
         enc = tokenizer(ex["text_a"], ex.get("text_b") or None, truncation=True, max_length=cfg.data.max_length)
-        label, target = -1, [0.0] * len(task.labels)
-        if labelled:
-            if ex.get("label") is None:
-                raise DataError(f"{source}: example {ex.get('idx')} has no label")
-            if task.is_regression:
-                value = soft_target(task, float(ex["label"]))
-                target = [1.0 - value, value]
-            else:
-                label = task.labels.index(canonical_label(ex["label"]))
+        label, target = prompt_ft.label_targets(task, ex, source, labelled)
         rows.append({"input_ids": enc["input_ids"], "position": 0, "candidates": [], "label": label,
                      "soft_target": target})
         stats.examples += 1

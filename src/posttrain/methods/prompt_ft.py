@@ -157,25 +157,32 @@ class PromptStats:
     by_label: dict = field(default_factory=dict)
 
 
+def label_targets(task, example: dict, source: str, labelled: bool = True) -> tuple[int, list[float]]:
+    """(class index, soft target): the index for classification (-1 unlabelled or regression) and, for regression,
+    [1 - t, t] with t = (y - lb) / (ub - lb)."""
+    from ..tasks import canonical_label, soft_target
+
+    label, target = -1, [0.0] * len(task.labels)
+    if not labelled:
+        return label, target
+    if example.get("label") is None:
+        raise DataError(f"{source}: example {example.get('idx')} has no label")
+    if task.is_regression:
+        t = soft_target(task, float(example["label"]))
+        return label, [1.0 - t, t]
+    return task.labels.index(canonical_label(example["label"])), target
+
+
 def build_rows(tokenizer, task, examples: list[dict], *, kind: str, form: str, max_length: int, label_tokens: str,
                causal_scoring: str, source: str, labelled: bool = True):
     """Dataset rows (input_ids, position, candidates, label, soft_target) and stats."""
-    from ..tasks import canonical_label, soft_target
-
     rows, stats = [], PromptStats()
     for example in examples:
         enc = encode_example(tokenizer, task, example, kind=kind, form=form, max_length=max_length,
                              label_tokens=label_tokens, causal_scoring=causal_scoring)
-        label, target = -1, [0.0] * len(task.labels)
-        if labelled:
-            if example.get("label") is None:
-                raise DataError(f"{source}: example {example.get('idx')} has no label")
-            if task.is_regression:
-                t = soft_target(task, float(example["label"]))
-                target = [1.0 - t, t]
-            else:
-                label = task.labels.index(canonical_label(example["label"]))
-                stats.by_label[task.labels[label]] = stats.by_label.get(task.labels[label], 0) + 1
+        label, target = label_targets(task, example, source, labelled)
+        if label >= 0:
+            stats.by_label[task.labels[label]] = stats.by_label.get(task.labels[label], 0) + 1
         rows.append({"input_ids": enc.input_ids, "position": enc.position, "candidates": enc.candidates,
                      "label": label, "soft_target": target})
         stats.examples += 1
