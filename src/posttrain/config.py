@@ -20,10 +20,15 @@ import yaml
 from .errors import ConfigError
 
 
-def _f(default, help_text: str, **kw):
+def help_field(default, help_text: str, **kw):
+    """A dataclass field with help text (``posttrain config`` prints it); list/dict defaults are copied per instance.
+    Every posttrain config dataclass declares its fields with it."""
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help_text}, **kw)
     return field(default=default, metadata={"help": help_text}, **kw)
+
+
+_f = help_field
 
 
 @dataclass
@@ -403,6 +408,14 @@ def _build(raw: dict, source: str) -> RunConfig:
         raise ConfigError(f"{source}: {err}") from None
 
 
+def _override_value(text: str):
+    """The value of a ``key=value`` override: a YAML scalar, None when empty, the raw text when not YAML."""
+    try:
+        return yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        return text
+
+
 def parse_overrides(overrides: list[str]) -> dict:
     """``["train.max_steps=10", "loss.mode=all_tokens"]`` -> nested dict; values parsed as YAML scalars."""
     nested: dict = {}
@@ -413,12 +426,41 @@ def parse_overrides(overrides: list[str]) -> dict:
         parts = key.strip().split(".")
         if len(parts) != 2:
             raise ConfigError(f"override '{item}': expected section.key=value{_suggest(key.strip())}")
-        try:
-            value = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError:
-            value = text
-        nested.setdefault(parts[0], {})[parts[1]] = value
+        nested.setdefault(parts[0], {})[parts[1]] = _override_value(text)
     return nested
+
+
+def set_dotted(raw: dict, overrides: list[str] | None, example: str) -> dict:
+    """A copy of ``raw`` with each ``a.b.c=value`` override set at any depth (the configs of multi-run recipes,
+    whose keys are not all ``section.key``); ``example`` completes the error for an item without ``=``."""
+    import copy
+
+    raw = copy.deepcopy(raw)
+    for item in overrides or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override '{item}': expected key=value ({example})")
+        node = raw
+        *parents, last = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}': {part} is not a section")
+        node[last] = _override_value(text)
+    return raw
+
+
+def read_yaml_file(path, kind: str = "config"):
+    """The parsed YAML file ({} when empty), with one-line errors: a missing file, invalid YAML (with its line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: {kind} file not found")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        line = getattr(getattr(err, "problem_mark", None), "line", None)
+        where = f"{path}:{line + 1}" if line is not None else str(path)
+        raise ConfigError(f"{where}: not valid YAML ({str(err).splitlines()[0]})") from None
 
 
 def _merge(base: dict, extra: dict) -> dict:
@@ -436,16 +478,8 @@ def load_config(path: Optional[str | Path], overrides: Optional[list[str]] = Non
     raw: dict = {}
     source = "overrides"
     if path is not None:
-        path = Path(path)
         source = str(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as err:
-            line = getattr(getattr(err, "problem_mark", None), "line", None)
-            where = f"{path}:{line + 1}" if line is not None else str(path)
-            raise ConfigError(f"{where}: not valid YAML ({str(err).splitlines()[0]})") from None
+        raw = read_yaml_file(path)
     cfg = _build(raw, source)
     if overrides:
         cfg = _build(_merge(to_dict(cfg), parse_overrides(overrides)), "overrides")

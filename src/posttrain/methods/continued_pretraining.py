@@ -31,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -41,11 +41,10 @@ from transformers import DataCollatorForLanguageModeling, DataCollatorForSeq2Seq
 from ..callbacks import MetricsCallback
 from ..checkpointing import AtomicCheckpoints, save_final_model
 from ..checkpointing import step_of as _step_of
+from ..config import help_field as _f
 from ..errors import ConfigError, DataError
 
 
-def _f(default, help_text: str):
-    return field(default=default, metadata={"help": help_text})
 
 
 @dataclass

@@ -48,6 +48,9 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from ..config import build_dataclass as _build
+from ..config import read_yaml_file, set_dotted
+from ..config import help_field as _f
 from ..engine import PosttrainTrainer
 from ..errors import ConfigError
 from .text_augment import AugmentConfig, augment_example
@@ -55,10 +58,6 @@ from .text_augment import AugmentConfig, augment_example
 RUN_SECTIONS = ("model", "data", "loss", "adapter", "task", "train")  # key=value overrides that go to the recipe
 
 
-def _f(default, help_text: str):
-    if isinstance(default, list):
-        return field(default_factory=lambda d=default: list(d), metadata={"help": help_text})
-    return field(default=default, metadata={"help": help_text})
 
 
 @dataclass
@@ -110,10 +109,6 @@ class SelfTrainingConfig:
 # config loading: YAML + key=value overrides, one-line errors naming the file and the key
 
 
-def _build(cls, raw, source: str, prefix: str = ""):
-    from ..config import build_dataclass
-
-    return build_dataclass(cls, raw, source, prefix)
 
 
 def split_overrides(overrides: list[str] | None) -> tuple[list[str], list[str]]:
@@ -130,26 +125,11 @@ def split_overrides(overrides: list[str] | None) -> tuple[list[str], list[str]]:
 def load_self_training_config(path, overrides: list[str] | None = None) -> SelfTrainingConfig:
     """A ``SelfTrainingConfig`` from YAML + overrides (``train.*``-style ones are appended to ``overrides``)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    raw = read_yaml_file(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys (recipe, algorithm, p_cutoff, ...)")
     mine, recipe_overrides = split_overrides(overrides)
-    for item in mine:
-        key, _, text = item.partition("=")
-        node, (*parents, last) = raw, key.strip().split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override '{item}': {part} is not a section")
-        try:
-            node[last] = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError:
-            node[last] = text
+    raw = set_dotted(raw, mine, "p_cutoff=0.9, train.max_steps=10, ...")
     if recipe_overrides:
         if not isinstance(raw.get("overrides", []), list):
             raise ConfigError(f"{path}: overrides: expected a list of section.key=value")

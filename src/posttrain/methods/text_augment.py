@@ -30,16 +30,15 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
+from ..config import help_field as _f
 from ..errors import ConfigError
 
 TEXT_FIELDS = ("text_a", "text_b")
 
 
-def _f(default, help_text: str):
-    return field(default=default, metadata={"help": help_text})
 
 
 @dataclass

@@ -27,12 +27,14 @@ import math
 import re
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 import yaml
 
+from ..config import help_field as _f
+from ..config import read_yaml_file
 from ..errors import ConfigError, PosttrainError
 from ..io_utils import atomic_write_json, atomic_write_text
 
@@ -41,10 +43,6 @@ SHORT = {"train.learning_rate": "lr", "adapter.prompt_learning_rate": "plr", "ad
          "train.per_device_batch_size": "bs", "train.max_steps": "steps", "train.weight_decay": "wd"}
 
 
-def _f(default, help_text: str):
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help_text})
-    return field(default=default, metadata={"help": help_text})
 
 
 @dataclass
@@ -154,12 +152,7 @@ _CHOICES = {"std": ("population", "sample"), "keep_weights": ("all", "selected",
 def read_grid(path: str | Path, extra_overrides: list[str] | None = None) -> GridConfig:
     """The grid YAML as a GridConfig, with one-line errors for unknown keys, wrong types and empty lists."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: grid file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    raw = read_yaml_file(path, "grid")
     if not isinstance(raw, dict):
         _bad(str(path), f"expected a mapping (output_dir, recipes, tasks, seeds, axes, ...), got {type(raw).__name__}")
     defaults = GridConfig()

@@ -30,8 +30,10 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import torch
-import yaml
 
+from ..config import build_dataclass as _build
+from ..config import read_yaml_file, set_dotted
+from ..config import help_field as _f
 from ..errors import ConfigError
 from ..io_utils import atomic_write_json, atomic_write_text, iter_json_lines
 from ..methods.continued_pretraining import ContinuedPretrainingConfig
@@ -42,10 +44,6 @@ METHOD_STAGES = {"pcp": (1, 2, 3, 4, 5), "tapt": (3, 4, 5)}
 _IGNORED_SETTINGS = {"progress", "label_batch_size"}  # do not change any output
 
 
-def _f(default, help_text: str):
-    if isinstance(default, list):
-        return field(default_factory=lambda d=default: list(d), metadata={"help": help_text})
-    return field(default=default, metadata={"help": help_text})
 
 
 @dataclass
@@ -93,51 +91,18 @@ class PCPConfig:
 # config loading: YAML + key=value overrides, one-line errors naming the file and the key
 
 
-def _build(cls, raw, source: str, prefix: str = ""):
-    from ..config import build_dataclass
-
-    return build_dataclass(cls, raw, source, prefix)
-
-
-def _apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    raw = json.loads(json.dumps(raw))  # a deep copy
-    for item in overrides or []:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"override '{item}': expected key=value (e.g. cpt.max_steps=10)")
-        node = raw
-        *parents, last = key.strip().split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override '{item}': {part} is not a section")
-        try:
-            node[last] = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError:
-            node[last] = text
-    return raw
-
-
-def _read_yaml(path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
 
 
 def load_pipeline_config(path, overrides: list[str] | None = None, method: str | None = None) -> PCPConfig:
     """A PCP/TAPT config from YAML + overrides; recipe paths resolved against the cwd, else the file's folder."""
-    raw = _read_yaml(path)
+    raw = read_yaml_file(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys (task, teacher_recipe, cpt, ...)")
     if method is not None:
         if raw.get("method", method) != method:
             raise ConfigError(f"{path}: method is {raw['method']}; run `posttrain {raw['method']} {path}`")
         raw["method"] = method
-    raw = _apply_overrides(raw, overrides)
+    raw = set_dotted(raw, overrides, 'e.g. cpt.max_steps=10')
     for key in ("teacher_recipe", "final_recipe"):
         value = raw.get(key)
         if isinstance(value, str) and value and not Path(value).is_file() and (Path(path).parent / value).is_file():
@@ -146,7 +111,7 @@ def load_pipeline_config(path, overrides: list[str] | None = None, method: str |
 
 
 def load_cpt_config(path, overrides: list[str] | None = None) -> ContinuedPretrainingConfig:
-    return _build(ContinuedPretrainingConfig, _apply_overrides(_read_yaml(path), overrides), str(path))
+    return _build(ContinuedPretrainingConfig, set_dotted(read_yaml_file(path), overrides, 'e.g. cpt.max_steps=10'), str(path))
 
 
 def recipe_config(recipe: str, user: list[str], forced: list[str], where: str):
