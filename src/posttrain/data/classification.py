@@ -42,22 +42,36 @@ def context_and_words(task, example: dict, form: str) -> tuple[str, list[str]]:
     return before.rstrip(), words
 
 
+def label_word_ids(tokenizer, word: str) -> list[int]:
+    """Token ids of a label word as it follows the context (" " + word); an added token (a soft, DART-lite label
+    token) is itself."""
+    if word in tokenizer.get_added_vocab():
+        return [tokenizer.convert_tokens_to_ids(word)]
+    ids = tokenizer(" " + word, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise ConfigError(f"label word {word!r} tokenises to nothing")
+    return ids
+
+
+def cut_middle(ids: list[int], room: int) -> list[int]:
+    """Keep ``room`` tokens: the start (task prefix, a question; at most HEAD_TOKENS) and the end (next to the slot)."""
+    head = min(HEAD_TOKENS, room // 4)
+    return ids[:head] + ids[len(ids) - (room - head):]
+
+
 def encode_choices(tokenizer, context: str, words: list[str], max_length: int, label_tokens: str):
     """Token ids of the context (left-truncated so context + longest scored word fit) and of each word."""
     ctx = tokenizer(context, add_special_tokens=True)["input_ids"]
     options = []
     for word in words:
-        ids = tokenizer(" " + word, add_special_tokens=False)["input_ids"]
-        if not ids:
-            raise ConfigError(f"label word {word!r} tokenises to nothing")
+        ids = label_word_ids(tokenizer, word)
         options.append(ids[:1] if label_tokens == "first" else ids)
     room = max_length - max(len(o) for o in options)
     if room < 1:
         raise ConfigError(f"data.max_length={max_length} leaves no room for the context before the label words")
     truncated = len(ctx) > room
-    if truncated:  # cut the middle: keep the start (task prefix, a question) and the end (next to the label slot)
-        head = min(HEAD_TOKENS, room // 4)
-        ctx = ctx[:head] + ctx[len(ctx) - (room - head):]
+    if truncated:
+        ctx = cut_middle(ctx, room)
     return ctx, options, truncated
 
 

@@ -35,25 +35,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from ..data.classification import cut_middle
+from ..data.classification import label_word_ids as _word_ids
 from ..errors import ConfigError, DataError
-from .soft_prompt import model_kind
 from .verbalizer_head import head_logits
-
-HEAD_TOKENS = 32  # tokens kept from the start of an over-long causal/seq2seq context
-
-
-def _kind(model) -> str:
-    kind = model_kind(model)
-    return "masked" if kind == "encoder" else kind
-
-
-def _word_ids(tokenizer, word: str) -> list[int]:
-    if word in tokenizer.get_added_vocab():  # a soft (DART-lite) label token: itself, no leading space
-        return [tokenizer.convert_tokens_to_ids(word)]
-    ids = tokenizer(" " + word, add_special_tokens=False)["input_ids"]
-    if not ids:
-        raise ConfigError(f"label word {word!r} tokenises to nothing")
-    return ids
 
 
 def _slot_token(tokenizer, kind: str) -> str | None:
@@ -63,11 +48,6 @@ def _slot_token(tokenizer, kind: str) -> str | None:
         return tokenizer.mask_token
     sentinels = [t for t in getattr(tokenizer, "all_special_tokens", []) if t == "<extra_id_0>"]
     return sentinels[0] if sentinels else tokenizer.mask_token
-
-
-def _cut_middle(ids: list[int], room: int) -> list[int]:
-    head = min(HEAD_TOKENS, room // 4)
-    return ids[:head] + ids[len(ids) - (room - head):]
 
 
 def _window_around(ids: list[int], position: int, max_length: int, tokenizer) -> tuple[list[int], int]:
@@ -122,7 +102,7 @@ def encode_example(tokenizer, task, example: dict, *, kind: str, form: str, max_
                 else _fill(task, task.text_to_text, example, None))
         ids = tokenizer(text, add_special_tokens=True)["input_ids"]
         cut = len(ids) > max_length
-        ids = _cut_middle(ids, max_length) if cut else ids
+        ids = cut_middle(ids, max_length) if cut else ids
         cands = [_word_ids(tokenizer, w) for w in words]
         return EncodedExample(ids, 0, [c[:1] if label_tokens == "first" else c for c in cands], cut)
 
@@ -145,7 +125,7 @@ def encode_example(tokenizer, task, example: dict, *, kind: str, form: str, max_
     if room < 1:
         raise ConfigError(f"data.max_length={max_length} leaves no room for the context before the label words")
     cut = len(ctx) > room
-    ctx = _cut_middle(ctx, room) if cut else ctx
+    ctx = cut_middle(ctx, room) if cut else ctx
     return EncodedExample(ctx, len(ctx) - 1, cands, cut)
 
 
