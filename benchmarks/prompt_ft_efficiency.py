@@ -34,11 +34,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# glibc keeps freed heap pages and adapts its mmap threshold, so the resident set size would not fall back after
-# a step; a fixed, low mmap threshold and no trim threshold make RSS follow live memory (CPU peak-memory probe).
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 OUT = ROOT / "docs" / "benchmarks"
+
+from dept_efficiency import MALLOC_ENV  # noqa: E402  (the CPU peak-memory probe's allocator settings)
 
 
 def batches(tokenizer, batch_size: int, pad_to: int, n_batches: int, device):

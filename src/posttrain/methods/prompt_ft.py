@@ -90,11 +90,12 @@ def encode_example(tokenizer, task, example: dict, *, kind: str, form: str, max_
         position, cut = where[0], len(ids) > max_length
         if cut:
             ids, position = _window_around(ids, position, max_length, tokenizer)
-        multi = [w for w in words if len(_word_ids(tokenizer, w)) > 1]
+        word_ids = [_word_ids(tokenizer, w) for w in words]
+        multi = [w for w, w_ids in zip(words, word_ids) if len(w_ids) > 1]
         if multi and label_tokens == "all":
             raise ConfigError(f"task.label_tokens=all: masked LMs score one <mask> token, but {multi[0]!r} has "
                               "several; use label_tokens=first (LM-BFF) or single-token label words")
-        return EncodedExample(ids, position, [_word_ids(tokenizer, w)[:1] for w in words], cut)
+        return EncodedExample(ids, position, [w_ids[:1] for w_ids in word_ids], cut)
 
     if kind == "seq2seq":
         slot = _slot_token(tokenizer, kind)
