@@ -122,3 +122,14 @@ def test_task_config_conflicts(tmp_path):
         load_config(None, ["task.name=SST-2", "task.test=test"])
     with pytest.raises(ConfigError, match="loss.mode: classification tasks train on the label word only"):
         load_config(None, ["task.name=SST-2", "loss.mode=all_tokens"])
+
+
+def test_unlabelled_rows_are_scored_like_labelled_ones(task_file, tokenizer, tiny_llama):
+    """Pseudo-labelling (PCP Step 1) scores pool rows without labels: same label scores as with labels."""
+    task = load_task_file(task_file)
+    rows = [{"text_a": t, "text_b": None, "label": "pos", "idx": i} for i, t in enumerate(GOOD)]
+    common = dict(form="template", max_length=32, label_tokens="all")
+    labelled = build_task_scorer(tokenizer, task, rows, **common).label_scores(tiny_llama)
+    bare = build_task_scorer(tokenizer, task, [{**r, "label": None} for r in rows], **common)
+    assert bare.gold == [None] * len(rows)
+    torch.testing.assert_close(bare.label_scores(tiny_llama), labelled)

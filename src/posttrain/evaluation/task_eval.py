@@ -88,6 +88,7 @@ def build_task_scorer(tokenizer, task, examples: list[dict], *, form: str, max_l
         ctx, options, cut = encode_choices(tokenizer, context, words, max_length, label_tokens)
         contexts.append(ctx)
         choices.append(options)
-        gold.append(canonical_label(example["label"]))
+        label = example.get("label")
+        gold.append(None if label is None else canonical_label(label))  # unlabelled rows: label_scores only
         truncated += int(cut)
     return TaskScorer(task, contexts, choices, gold, batch_size, tokenizer.pad_token_id, truncated)

@@ -146,8 +146,6 @@ def teacher_label_probs(run_dir, task, rows: list[dict], *, batch_size: int = 32
     if run_cfg.task.objective in OBJECTIVES:  # prompt-based FT (verbalizer) or CLS teachers: their own scores
         scorer = unlabelled_scorer(run_cfg, tokenizer, model, task, rows, batch_size=batch_size)
         return torch.softmax(scorer.label_scores(model, progress=progress).float(), dim=-1)
-    # the scorer keeps a gold label per row for its metrics; unlabelled pools get a placeholder it never uses here
-    rows = [{**row, "label": row["label"] if row.get("label") is not None else task.labels[0]} for row in rows]
     scorer = build_task_scorer(tokenizer, task, rows, form=run_cfg.task.form, max_length=run_cfg.data.max_length,
                                label_tokens=run_cfg.task.label_tokens, batch_size=batch_size)
     return torch.softmax(scorer.label_scores(model, progress=progress).float(), dim=-1)
