@@ -100,6 +100,16 @@ class LossConfig:
         "token_mean: sum(w*nll)/sum(w) over all tokens of an optimizer step; example_mean: per-example weighted "
         "mean, averaged over the step's examples (what batch-1 + accumulation in the IM code computes).",
     )
+    kl_coef: float = _f(
+        0.0,
+        "lambda of KL regularisation towards the frozen starting model (IM paper's KL baseline, Table 3: 1.0); "
+        "0 = off. Needs adapter.type full (a frozen copy) or lora (the adapter switched off).",
+    )
+    kl_form: Literal["full", "single_sample"] = _f(
+        "full",
+        "full = KL(pi_theta || pi_ref) over the whole vocabulary at each trained position (the paper's objective); "
+        "single_sample = log pi_theta(x_t) - log pi_ref(x_t) at the target token (the IM reference code).",
+    )
 
 
 @dataclass
@@ -222,6 +232,16 @@ class TrainConfig:
     dataloader_num_workers: int = _f(0, "DataLoader workers.")
     gradient_checkpointing: bool = _f(False, "Recompute activations in backward to save memory.")
     progress: bool = _f(True, "Show tqdm progress bars.")
+    neftune_alpha: float = _f(
+        0.0,
+        "NEFTune (Jain et al. 2024; the IM paper's baseline, alpha=5 in its code): uniform noise of scale "
+        "alpha/sqrt(L*d) added to the input embeddings in training only; 0 = off. adapter.type full or lora.",
+    )
+    neftune_length: Literal["real_tokens", "padded"] = _f(
+        "real_tokens",
+        "L in NEFTune's scale: real_tokens = each example's own length (the formula; the IM code's batch-1 "
+        "training); padded = the batch's padded length (transformers' Trainer and TRL).",
+    )
 
 
 @dataclass
@@ -251,6 +271,23 @@ def validate(cfg: RunConfig) -> None:
         bad("loss.prompt_loss_weight", "only applies to loss.mode=instruction_and_output")
     if cfg.loss.mode != "instruction_and_output" and cfg.loss.im_mask != "paper":
         bad("loss.im_mask", "only applies to loss.mode=instruction_and_output")
+    if cfg.loss.kl_coef < 0:
+        bad("loss.kl_coef", f"must be >= 0, got {cfg.loss.kl_coef}")
+    if cfg.loss.kl_coef > 0 and cfg.adapter.type not in ("full", "lora"):
+        bad("loss.kl_coef", f"KL regularisation needs adapter.type full or lora (the reference is the starting "
+            f"model), got {cfg.adapter.type}")
+    if cfg.loss.kl_coef > 0 and cfg.task.name and cfg.task.objective != "lm":
+        bad("loss.kl_coef", f"KL regularisation applies to next-token objectives, not task.objective="
+            f"{cfg.task.objective}")
+    if cfg.loss.kl_coef == 0 and cfg.loss.kl_form != "full":
+        bad("loss.kl_form", "only applies when loss.kl_coef > 0")
+    if cfg.train.neftune_alpha < 0:
+        bad("train.neftune_alpha", f"must be >= 0, got {cfg.train.neftune_alpha}")
+    if cfg.train.neftune_alpha > 0 and cfg.adapter.type not in ("full", "lora"):
+        bad("train.neftune_alpha", f"NEFTune noises the token embeddings: needs adapter.type full or lora, got "
+            f"{cfg.adapter.type}")
+    if cfg.train.neftune_alpha == 0 and cfg.train.neftune_length != "real_tokens":
+        bad("train.neftune_length", "only applies when train.neftune_alpha > 0")
     if cfg.data.max_length < 8:
         bad("data.max_length", f"must be >= 8, got {cfg.data.max_length}")
     if cfg.data.eval_size < 0:

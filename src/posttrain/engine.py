@@ -40,7 +40,7 @@ from .data.sft import SFTCollator, build_sft_dataset
 from .errors import ConfigError
 from .io_utils import atomic_write_json, atomic_write_text
 from .losses import token_nll, weighted_nll_sum
-from .methods import ADAPTERS, DESCRIBE, OPTIMIZER_GROUPS
+from .methods import ADAPTERS, DESCRIBE, OPTIMIZER_GROUPS, kl_regularisation, neftune
 from .methods.objectives import OBJECTIVES
 from .methods.objectives import describe as describe_objective
 from .methods.objectives import prepare as prepare_objective
@@ -59,7 +59,8 @@ class PosttrainTrainer(AtomicCheckpoints, Trainer):
 
     loss_is_scaled_for_ga = True
 
-    def __init__(self, *args, param_groups: list[dict] | None = None, task_scorer=None, example_loss=None, **kwargs):
+    def __init__(self, *args, param_groups: list[dict] | None = None, task_scorer=None, example_loss=None,
+                 train_loss=None, **kwargs):
         self._param_groups = param_groups
         model = kwargs.get("model", args[0] if args else None)
         # names of the grouped parameters: FSDP2 replaces the parameter objects when it shards the model, so the
@@ -68,6 +69,7 @@ class PosttrainTrainer(AtomicCheckpoints, Trainer):
         self._param_group_names = [[names.get(id(p)) for p in g["params"]] for g in param_groups or []]
         self._task_scorer = task_scorer  # classification tasks: metrics of rank classification at each evaluation
         self._example_loss = example_loss  # (model, batch) -> per-example losses, for objectives that score labels
+        self._train_loss = train_loss  # (model, batch) -> weighted sum for training only (e.g. NLL + lambda * KL)
         super().__init__(*args, **kwargs)
 
     def create_optimizer(self, model=None):
@@ -113,12 +115,23 @@ class PosttrainTrainer(AtomicCheckpoints, Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         normalizer = inputs.pop("loss_normalizer")
-        total = self._example_loss(model, inputs).sum() if self._example_loss else weighted_nll_sum(model, inputs)
+        if self._train_loss is not None and model.training:
+            total = self._train_loss(model, inputs)
+        elif self._example_loss:
+            total = self._example_loss(model, inputs).sum()
+        else:
+            total = weighted_nll_sum(model, inputs)
         denominator = num_items_in_batch if num_items_in_batch is not None else normalizer
         loss = total / torch.clamp(torch.as_tensor(denominator, dtype=total.dtype, device=total.device), min=1e-8)
         if self.args.world_size > 1 and num_items_in_batch is not None:
             loss = loss * self.args.world_size  # DDP averages gradients over processes; the normaliser is global
         return (loss, None) if return_outputs else loss
+
+    def log(self, logs: dict, *args, **kwargs) -> None:
+        pop_logs = getattr(self._train_loss, "pop_logs", None)
+        if pop_logs is not None and "loss" in logs:  # the training loss's parts (NLL and KL) since the last log
+            logs = {**logs, **pop_logs()}
+        super().log(logs, *args, **kwargs)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
         dataloader = self.get_eval_dataloader(eval_dataset)
@@ -367,6 +380,8 @@ def run_metadata(cfg: RunConfig, model, data: PreparedData) -> dict:
         "model": describe_model(model),
         "loss": describe_loss(cfg.loss),
         "adapter": describe_adapter(cfg, model),
+        "regularisation": {"kl": kl_regularisation.describe(cfg) or None,
+                           "neftune": neftune.describe(cfg) if cfg.train.neftune_alpha > 0 else None},
         "task": describe_objective(cfg) if cfg.task.name else None,
         "chat_template": cfg.data.chat_template,
         "optimizer": {
@@ -428,7 +443,10 @@ def train(cfg: RunConfig, *, resume: bool = False, callbacks: list[TrainerCallba
         model, tokenizer = load_model_and_tokenizer(model_cfg, for_training=True, num_labels=num_labels)
     data = prepare_data(cfg, tokenizer, model)
     ext = extension(cfg, model, tokenizer, data) if extension else RunExtension()
+    reference = kl_regularisation.reference_model(cfg, model)  # the starting weights, before anything trains
     model = ADAPTERS[cfg.adapter.type](model, cfg, tokenizer)
+    if cfg.train.neftune_alpha > 0:
+        neftune.attach(model, cfg.train.neftune_alpha, cfg.train.neftune_length)
     groups_of = OPTIMIZER_GROUPS.get(cfg.adapter.type)
 
     args = training_arguments(cfg, has_eval=data.eval is not None)
@@ -450,6 +468,7 @@ def train(cfg: RunConfig, *, resume: bool = False, callbacks: list[TrainerCallba
         param_groups=groups_of(model, cfg) if groups_of else None,
         task_scorer=data.eval_scorer,
         example_loss=data.example_loss,
+        train_loss=kl_regularisation.train_loss(cfg, reference),
         **ext.trainer_kwargs,
     )
     distributed.check_world_size(args)
@@ -487,8 +506,3 @@ def train(cfg: RunConfig, *, resume: bool = False, callbacks: list[TrainerCallba
     final["trainer"] = trainer
     return final
 
-
-    try:
-        return int(checkpoint.name.rsplit("-", 1)[-1])
-    except ValueError:
-        return None
