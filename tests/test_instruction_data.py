@@ -58,7 +58,7 @@ def test_real_lima_file_reads(tmp_path):
     "rows, message",
     [
         ([MESSAGES, '{"messages": [', MESSAGES], r"bad\.jsonl:2: malformed JSON"),
-        ([MESSAGES, {"messages": [{"role": "user", "content": "Hi"}]}], r"bad\.jsonl:2: has no non-empty assistant"),
+        ([MESSAGES, {"messages": [{"role": "user", "content": "Hi"}]}], r"bad\.jsonl:2: has no assistant"),
         ([MESSAGES, {"messages": [{"role": "robot", "content": "x"}]}], r"bad\.jsonl:2: messages\[0\]\.role must be one of"),
         ([MESSAGES, MESSAGES, {"messages": [{"role": "user", "content": 3}]}], r"bad\.jsonl:3: messages\[0\]\.content must be a string"),
         ([{"instruction": "x", "output": "y"}, {"instruction": "x"}], r"bad\.jsonl:2: missing field 'output'"),

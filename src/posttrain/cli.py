@@ -208,6 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .pipelines.pcp import register as register_pcp
 
     register_pcp(sub)
+    from .evaluation.instruct_cli import register as register_instruct
+
+    register_instruct(sub)
+    from .evaluation.judge_cli import register as register_judge
+
+    register_judge(sub)
 
     p = sub.add_parser("dept-budget", help="DePT (m, r) pairs with prompt tuning's parameter budget for a model")
     p.add_argument("--model", default="default", help="model spec whose hidden size d is used (default: SmolLM2)")

@@ -227,8 +227,10 @@ def normalise_row(row: dict, fmt: str) -> dict:
         return {"text": _need_str(row, "text")}
     else:
         raise RowError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    if not any(m["role"] == "assistant" and m["content"].strip() for m in messages):
-        raise RowError("has no non-empty assistant message to learn from")
+    # an empty assistant reply is still a target (its end-of-turn token): AlpaGasus-Claude has one, and the paper
+    # trained on it; a conversation with no assistant turn at all has nothing to learn
+    if not any(m["role"] == "assistant" for m in messages):
+        raise RowError("has no assistant message to learn from")
     return {"messages": messages}
 
 
