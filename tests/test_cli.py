@@ -32,7 +32,9 @@ def test_help_lists_every_command(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for command in ("train", "inspect-data", "generate", "quickstart", "stepgame", "dept-budget", "tasks", "config"):
+    for command in ("train", "inspect-data", "generate", "quickstart", "stepgame", "dept-budget", "tasks", "config",
+                    "grid", "self-train", "pcp", "tapt", "cpt", "generate-set", "bleu-train", "judge", "data-stats",
+                    "loss-eval", "im-report"):
         assert command in text
 
 

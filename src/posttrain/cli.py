@@ -214,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .evaluation.judge_cli import register as register_judge
 
     register_judge(sub)
+    from .evaluation.generate_cli import register as register_generate_set
+
+    register_generate_set(sub)
 
     p = sub.add_parser("dept-budget", help="DePT (m, r) pairs with prompt tuning's parameter budget for a model")
     p.add_argument("--model", default="default", help="model spec whose hidden size d is used (default: SmolLM2)")

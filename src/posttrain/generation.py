@@ -4,6 +4,11 @@ A *model spec* is anything ``models.load_model_and_tokenizer`` accepts (``defaul
 ``.gguf`` file) or a posttrain run directory (holding ``config.yaml`` and ``final/``): a full fine-tune's
 ``final/`` is a complete model; a LoRA run's ``final/`` is a PEFT adapter loaded onto the run's base model; a
 prompt-tuning/DePT run's ``final/`` is a soft-prompt adapter (``methods/soft_prompt_io.py``) wrapped around it.
+
+A prompt is a user message (a string) or a conversation (role/content messages, e.g. a training row cut before
+its last assistant turn); either is rendered with the chat template plus the assistant header, and the model
+writes the next assistant turn. ``generate`` keeps the prompts' order; ``render_prompts`` and ``generate_batch``
+are its two halves, for callers that order and checkpoint batches themselves (``evaluation/generate_set.py``).
 """
 
 from __future__ import annotations
@@ -51,33 +56,63 @@ def load_for_inference(spec: str, dtype: str = "float32"):
     return model, tokenizer, "tokenizer"
 
 
-@torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], *, chat_template: str = "tokenizer", system: str | None = None,
-             max_new_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0, batch_size: int = 8,
-             seed: int = 0) -> list[str]:
-    """Greedy (temperature 0) or sampled answers to user prompts, rendered with the chat template."""
+Prompt = str | list[dict]  # a user prompt, or a conversation (role/content messages) to continue
+
+
+def to_messages(prompt: Prompt, system: str | None = None) -> list[dict]:
+    """A prompt as chat messages: a string becomes one user turn; a conversation is used as it is.
+
+    ``system`` is prepended unless the conversation already opens with its own system message (the data's wins)."""
+    if isinstance(prompt, str):
+        messages = [{"role": "user", "content": prompt}]
+    elif isinstance(prompt, list) and all(isinstance(m, dict) and "role" in m and "content" in m for m in prompt):
+        messages = [{"role": m["role"], "content": m["content"]} for m in prompt]
+    else:
+        raise TypeError(f"a prompt must be a string or a list of {{role, content}} messages, "
+                        f"got {type(prompt).__name__}")
+    if system and not (messages and messages[0]["role"] == "system"):
+        messages = [{"role": "system", "content": system}] + messages
+    return messages
+
+
+def render_prompts(tokenizer, prompts: list[Prompt], *, chat_template: str = "tokenizer",
+                   system: str | None = None) -> list[str]:
+    """Chat-formatted prompt texts ending with the assistant header, so generation writes the next answer."""
     template = resolve_template(tokenizer, chat_template)
-    texts = []
-    for prompt in prompts:
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-        texts.append(generation_prompt(tokenizer, messages, template))
+    return [generation_prompt(tokenizer, to_messages(prompt, system), template) for prompt in prompts]
+
+
+@torch.no_grad()
+def generate_batch(model, tokenizer, texts: list[str], *, max_new_tokens: int = 128, temperature: float = 0.0,
+                   top_p: float = 1.0) -> list[str]:
+    """Answers to already rendered prompt texts, generated as one left-padded batch (the caller seeds sampling)."""
     old_side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # generation continues from the right edge
-    torch.manual_seed(seed)
-    outputs = []
     try:
-        for start in range(0, len(texts), batch_size):
-            chunk = texts[start : start + batch_size]
-            enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
-            enc = {k: v.to(model.device) for k, v in enc.items()}
-            kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id)
-            if temperature > 0:
-                kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
-            else:
-                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-            out = model.generate(**enc, **kwargs)
-            for row in out[:, enc["input_ids"].shape[1] :]:
-                outputs.append(tokenizer.decode(row, skip_special_tokens=True).strip())
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = {k: v.to(model.device) for k, v in enc.items()}
+        kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id)
+        if temperature > 0:
+            kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        out = model.generate(**enc, **kwargs)
+        return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in out[:, enc["input_ids"].shape[1] :]]
     finally:
         tokenizer.padding_side = old_side
+
+
+def generate(model, tokenizer, prompts: list[Prompt], *, chat_template: str = "tokenizer", system: str | None = None,
+             max_new_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0, batch_size: int = 8,
+             seed: int = 0) -> list[str]:
+    """Greedy (temperature 0) or sampled answers, rendered with the chat template, in the order of ``prompts``.
+
+    Each prompt is a user prompt string or a conversation (a list of role/content messages) whose next assistant
+    turn is generated."""
+    texts = render_prompts(tokenizer, prompts, chat_template=chat_template, system=system)
+    torch.manual_seed(seed)
+    outputs = []
+    for start in range(0, len(texts), batch_size):
+        outputs += generate_batch(model, tokenizer, texts[start : start + batch_size], max_new_tokens=max_new_tokens,
+                                  temperature=temperature, top_p=top_p)
     return outputs
