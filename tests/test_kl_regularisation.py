@@ -137,3 +137,11 @@ def test_engine_logs_kl_and_records_the_choice(tmp_path, tiny_model_dir):
 def test_bad_kl_config(overrides, key):
     with pytest.raises(ConfigError, match=key):
         load_config(None, ["data.train_file=x.jsonl", *overrides])
+
+
+def test_single_sample_with_lambda_one_has_no_gradient_anywhere(tokenizer, tiny_llama):
+    """-log p + 1 * (log p - log p_ref) = -log p_ref: constant in theta, even away from the reference."""
+    batch = _batch(tokenizer)
+    policy = _perturbed(tiny_llama, scale=0.2)
+    KLRegularisedLoss(1.0, "single_sample", tiny_llama)(policy, batch).backward()
+    assert max(p.grad.abs().max().item() for p in policy.parameters()) < 1e-6
