@@ -42,7 +42,11 @@ class ModelConfig:
     revision: Optional[str] = _f(None, "Hub revision (branch, tag or commit).")
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = _f("float32", "Weights dtype for training/inference.")
     trust_remote_code: bool = _f(False, "Allow model code from the hub to run. Off unless you trust the repo.")
-    attn_implementation: Optional[str] = _f("sdpa", "Attention backend passed to transformers (sdpa, eager, ...).")
+    attn_implementation: Optional[str] = _f(
+        "sdpa",
+        "Attention backend passed to transformers (sdpa, eager, flash_attention_2, ...), or posttrain_varlen: SDPA "
+        "run per packed example, without a dense block mask (faster padding-free batching on any device).",
+    )
     head: Literal["auto", "causal_lm", "masked_lm", "seq2seq_lm", "sequence_classification"] = _f(
         "auto",
         "Which transformers head to load: auto = seq2seq_lm for encoder-decoders (T5), masked_lm for masked-LM "

@@ -193,6 +193,9 @@ def _looks_like_path(name: str) -> bool:
 def _common_kwargs(cfg: ModelConfig) -> dict:
     kwargs = {"dtype": _torch_dtype(cfg.dtype), "trust_remote_code": cfg.trust_remote_code}
     if cfg.attn_implementation:
+        from .attention import register
+
+        register()  # posttrain_varlen (padding-free attention without a dense mask) becomes a valid name
         kwargs["attn_implementation"] = cfg.attn_implementation
     return kwargs
 
