@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,6 +190,18 @@ class CorpusTrainer(AtomicCheckpoints, Trainer):
     """transformers.Trainer whose checkpoints appear atomically (``checkpointing.AtomicCheckpoints``): a run killed
     while saving resumes from the previous complete checkpoint."""
 
+    def _load_callback_state(self) -> None:
+        # Called on resume right after the checkpoint's trainer_state.json is loaded. That file was written while
+        # the checkpoint was staged, so its best_model_checkpoint names a .tmp- path that no longer exists and
+        # transformers drops it: the best checkpoint would then be rotated away and best/ would get the last
+        # weights. Point it at the committed checkpoint of the best step again.
+        state = self.state
+        if state.best_model_checkpoint is None and state.best_global_step:
+            path = os.path.join(self.args.output_dir, f"checkpoint-{state.best_global_step}")
+            if os.path.isdir(path):
+                state.best_model_checkpoint = path
+        super()._load_callback_state()
+
 
 class _EvaluateAtLastStep(TrainerCallback):
     """Evaluate (and so checkpoint, and compete for best) at the final step even when it is not a multiple of
@@ -256,6 +269,7 @@ def continued_pretraining(cfg: ContinuedPretrainingConfig, *, resume: bool | Non
     from transformers import set_seed
 
     from ..config import ModelConfig, write_config
+    from ..distributed import remove_staging
     from ..engine import last_checkpoint
     from ..io_utils import atomic_write_json
     from ..models import describe_model, load_model_and_tokenizer
@@ -290,6 +304,8 @@ def continued_pretraining(cfg: ContinuedPretrainingConfig, *, resume: bool | Non
     )
     if trainer.is_world_process_zero():
         run_dir.mkdir(parents=True, exist_ok=True)
+        remove_staging(run_dir)  # .tmp-* directories of a run killed while saving or rotating (as engine.train)
+        remove_staging(run_dir / "checkpoints")
         write_config(cfg, run_dir / "cpt_config.yaml")
         import transformers
 

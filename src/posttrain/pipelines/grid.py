@@ -349,6 +349,8 @@ def run_grid(grid: GridConfig, cells: list[Cell], *, train_fn: Callable | None =
     states = {c.run_dir: cell_state(c) for c in cells}
     todo = [c for c in cells if states[c.run_dir][0] != "done"]
     log(f"grid {grid.output_dir}: {len(cells)} cells, {len(cells) - len(todo)} done, {len(todo)} to run")
+    if grid.keep_weights != "all":  # a run killed after its last cell finished, before pruning: prune now
+        _prune(cells, states, select(cells, states, grid.std)[0], grid.keep_weights)
     start = time.time()
     for i, cell in enumerate(todo, 1):
         eta = f", ETA {(time.time() - start) / (i - 1) * (len(todo) - i + 1) / 60:.1f} min" if i > 1 else ""
