@@ -80,6 +80,28 @@ def test_resume_equals_uninterrupted(tmp_path, tiny_model_dir, data_file):
     steps = [json.loads(l)["step"] for l in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
              if "loss" in json.loads(l)]
     assert steps == [1, 2, 3, 4]
+    full_final = json.loads((tmp_path / "full" / "final_metrics.json").read_text())
+    cut_final = json.loads((tmp_path / "cut" / "final_metrics.json").read_text())
+    assert cut_final["train_loss"] == pytest.approx(full_final["train_loss"], rel=1e-5)  # all 4 steps, not 2
+
+
+def test_resume_after_the_last_checkpoint_keeps_train_loss_and_no_duplicate_records(tmp_path, tiny_model_dir,
+                                                                                   data_file):
+    """Killed after its final records were logged (checkpoint-4 = the last step): resuming trains nothing (the
+    Trainer would run a 5th step), reports
+    the whole run's train loss (not 0 from zero steps) and logs the final evaluation once."""
+    cfg = config(tmp_path, tiny_model_dir, data_file, "run", "train.save_steps=2", "train.eval_steps=2")
+    first = train(cfg)
+    import shutil
+
+    shutil.rmtree(tmp_path / "run" / "final")
+    (tmp_path / "run" / "final_metrics.json").unlink()
+    again = train(cfg, resume=True)
+    assert again["train_loss"] == pytest.approx(first["train_loss"], rel=1e-6)
+    records = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert sum("train_runtime" in r for r in records) <= 1  # the first run's end-of-training summary was dropped
+    assert [r["step"] for r in records if "eval_output_loss" in r] == [2, 4, 4]  # periodic 2, 4 and the final one
+    assert again["global_step"] == 4 and [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4]
 
 
 def test_accumulation_and_packing_match_one_big_batch(tmp_path, tiny_model_dir, data_file):

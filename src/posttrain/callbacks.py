@@ -30,7 +30,12 @@ class MetricsCallback(TrainerCallback):
         if not state.is_world_process_zero:
             return
         if self.resume_step is not None and self.path.exists():
-            kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= self.resume_step]
+            kept = []
+            for record in read_metrics(self.path):
+                if "train_runtime" in record and record.get("step", 0) >= self.resume_step:
+                    break  # the end-of-training records (summary, final eval, test) of a run killed after them
+                if record.get("step", 0) <= self.resume_step:
+                    kept.append(record)
             atomic_write_text(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
         elif self.resume_step is None and self.path.exists():
             self.path.unlink()
@@ -48,6 +53,18 @@ class MetricsCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
             plot_loss_curves(self.path, self.run_dir / "loss_curve.png")
+
+    def mean_train_loss(self) -> float | None:
+        """Mean training loss over all optimizer steps in ``metrics.jsonl`` (each logged loss averages the steps since
+        the previous log): after a resume, the Trainer's own ``training_loss`` covers only this process's steps."""
+        total = steps = 0.0
+        previous = 0
+        for record in read_metrics(self.path):
+            if isinstance(record.get("loss"), (int, float)) and record.get("step", 0) > previous:
+                total += record["loss"] * (record["step"] - previous)
+                steps += record["step"] - previous
+                previous = record["step"]
+        return total / steps if steps else None
 
     def finish(self, final: dict):
         atomic_write_json(self.run_dir / "final_metrics.json", {k: v for k, v in final.items() if k != "trainer"})

@@ -404,6 +404,17 @@ def describe_adapter(cfg: RunConfig, model) -> dict:
     return {**out, **(describe(cfg) if describe else {})}
 
 
+def finished_from_checkpoint(trainer, checkpoint: Path, metrics_cb: MetricsCallback) -> float:
+    """Restore a checkpoint taken at the run's last step (weights and state) without training; returns the run's
+    mean train loss from metrics.jsonl."""
+    from transformers import TrainerState
+
+    trainer._load_from_checkpoint(str(checkpoint))
+    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+    metrics_cb.on_train_begin(trainer.args, trainer.state, trainer.control)  # drops the records logged after it
+    return metrics_cb.mean_train_loss() or 0.0
+
+
 @dataclasses.dataclass
 class RunExtension:
     """What a method that needs its own Trainer subclass adds to ``train`` (e.g. self-training's unlabelled stream):
@@ -483,9 +494,15 @@ def train(cfg: RunConfig, *, resume: bool = False, callbacks: list[TrainerCallba
             atomic_write_text(run_dir / name, text)
     trainer.accelerator.wait_for_everyone()
 
-    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    if checkpoint is not None and 0 < cfg.train.max_steps <= (_step_of(checkpoint) or 0):
+        # killed after its last step's checkpoint: nothing is left to train (the Trainer would run one more step)
+        training_loss = finished_from_checkpoint(trainer, checkpoint, metrics_cb)
+    else:
+        training_loss = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None).training_loss
     stopped_early = any(isinstance(cb, StopAtStepCallback) and cb.fired for cb in callbacks or [])
-    final = {"train_loss": result.training_loss, "global_step": trainer.state.global_step}
+    final = {"train_loss": training_loss, "global_step": trainer.state.global_step}
+    if checkpoint is not None and trainer.is_world_process_zero():
+        final["train_loss"] = metrics_cb.mean_train_loss() or training_loss  # all steps, not only this process's
     if ext.final_metrics:
         final.update(ext.final_metrics(trainer))
     if best_cb is not None and not stopped_early and best_cb.restore(trainer.model):
