@@ -129,7 +129,7 @@ def report(out: Path, args, log) -> None:
             files += sorted((out / "summaries").glob(f"{tag}__*.json"))
             files += [out / "judge" / tag / "judge_summary.json"]
             labels += ["--label", f"{out / 'runs' / tag}={method.upper()}"]
-        files += sorted((out / "generations").glob(f"*_alpaca_eval.json.summary.json"))
+        files += sorted((out / "generations").glob("*__alpaca_eval.summary.json"))
         wanted = {"default", *(str(out / "runs" / f"{name}_{m}") for m in args.methods)}
         files = [f for f in files if f.is_file() and json.loads(f.read_text())["model"] in wanted]
         run(posttrain + ["im-report", *map(str, files), "--out", str(out / f"report_{name}"), *labels,

@@ -34,7 +34,7 @@ LIMA = ROOT / ".." / "shared" / "data" / "instruction" / "lima_data.jsonl"
 OUT = ROOT / "docs" / "benchmarks"
 
 CONFIGS = {
-    # name: (framework, adapter, padding-free/packing, gradient checkpointing)
+    # name: (framework, adapter, padding-free/packing, gradient checkpointing[, attention implementation])
     # TRL's SFTConfig turns gradient checkpointing on by default; it is set explicitly here so pairs match.
     "trl-full": ("trl", "full", False, False),
     "posttrain-full": ("posttrain", "full", False, False),
@@ -42,6 +42,8 @@ CONFIGS = {
     "posttrain-lora": ("posttrain", "lora", False, False),
     "trl-full-packing": ("trl", "full", True, False),
     "posttrain-full-packing": ("posttrain", "full", True, False),
+    # padding-free rows attended per example (posttrain.attention) instead of SDPA with a dense block mask
+    "posttrain-full-packing-varlen": ("posttrain", "full", True, False, "posttrain_varlen"),
     "trl-full-ckpt": ("trl", "full", False, True),
     "posttrain-full-ckpt": ("posttrain", "full", False, True),
 }
@@ -113,9 +115,10 @@ def child(spec: dict) -> dict:
     from posttrain.config import ModelConfig
     from posttrain.models import load_model_and_tokenizer
 
-    framework, adapter, packed, ckpt = CONFIGS[spec["name"]]
+    framework, adapter, packed, ckpt, *attention = CONFIGS[spec["name"]]
     rows = [json.loads(line) for line in Path(spec["data"]).read_text().splitlines()]
-    model, tokenizer = load_model_and_tokenizer(ModelConfig(), for_training=True)
+    model, tokenizer = load_model_and_tokenizer(ModelConfig(attn_implementation=(attention or ["sdpa"])[0]),
+                                                for_training=True)
     token_counts, marks = [], {}
     count_tokens(model, token_counts)
     total_steps = spec["warmup"] + spec["steps"]
@@ -164,6 +167,7 @@ def child(spec: dict) -> dict:
     seconds = marks["end"] - marks["start"]
     return {
         "name": spec["name"], "framework": framework, "adapter": adapter, "padding_free": packed, "gradient_checkpointing": ckpt,
+        "attention": (attention or ["sdpa"])[0],
         "steps_measured": len(measured), "tokens_measured": sum(measured), "seconds": round(seconds, 3),
         "tokens_per_s": round(sum(measured) / seconds, 2),
         "peak_rss_mb": round(rss.peak / 2**20, 1),
@@ -252,6 +256,9 @@ def main():
     ratios = {}
     for ours, theirs in (("posttrain-full", "trl-full"), ("posttrain-lora", "trl-lora"),
                          ("posttrain-full-packing", "trl-full"), ("posttrain-full-packing", "trl-full-packing"),
+                         ("posttrain-full-packing-varlen", "trl-full"),
+                         ("posttrain-full-packing-varlen", "trl-full-packing"),
+                         ("posttrain-full-packing-varlen", "posttrain-full"),
                          ("posttrain-full-ckpt", "trl-full-ckpt")):
         if ours in ok and theirs in ok:
             ratios[f"{ours} / {theirs}"] = {

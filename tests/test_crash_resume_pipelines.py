@@ -64,9 +64,10 @@ def _run_here(folder: Path, argv: list[str]) -> None:
         os.chdir(cwd)
 
 
-def _kill_trials(trials: list[dict], logs: Path, deadline_s: float = 240.0) -> None:
+def _kill_trials(trials: list[dict], logs: Path, deadline_s: float = 900.0) -> None:
     """Start each trial's ``posttrain`` subprocess (at most MAX_ALIVE at once) and SIGKILL it ``delay`` seconds after
-    its ``trigger()`` first holds (or let it finish). Sets ``returncode`` and ``killed`` on every trial."""
+    its ``trigger()`` first holds (or let it finish). Sets ``returncode`` and ``killed`` on every trial. The deadline
+    only catches a hung run (generous: a busy 2-core machine runs these several times slower)."""
     pending, alive = list(trials), []
     deadline = time.monotonic() + deadline_s
     while pending or alive:
