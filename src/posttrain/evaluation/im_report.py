@@ -22,10 +22,12 @@ DEFAULT_COLUMNS = [
     ("loss_eval.train_output_loss", "train loss (output tokens)", None),
     ("loss_eval.test_output_loss", "held-out loss (output tokens)", True),
     ("loss_eval.gap", "gap (held-out - train)", True),
-    ("bleu_train.bleu", "BLEU-4 vs train targets", None),
-    ("generation.avg_output_words", "output words", None),
+    ("bleu_train.bleu", "BLEU-4 vs train targets (corpus)", None),
+    ("bleu_train.sentence_bleu_mean", "BLEU vs train targets (mean sentence)", None),
+    ("bleu_train.avg_output_words", "words per answer to train prompts", None),
+    ("generation.avg_output_words", "words per AlpacaEval answer", None),
     ("judge.win_rate", "win rate % (judge)", False),
-    ("judge.avg_words_a", "judged output words", None),
+    ("judge.order_disagreements", "pairs whose two orders disagree", None),
 ]
 
 
@@ -48,6 +50,8 @@ def collect(paths: list[str]) -> dict[str, dict]:
 def _fmt(value, key: str, row: dict) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
+    if isinstance(value, int):
+        return str(value)
     text = f"{value:.4f}" if key.startswith("loss_eval") else f"{value:.2f}"
     if key == "judge.win_rate" and "judge.stderr" in row:
         text += f" ± {row['judge.stderr']:.2f}"
@@ -72,6 +76,8 @@ def report(paths: list[str], out_dir: str | Path, labels: dict[str, str] | None 
         chosen = [(c, c, None) for c in columns]
     else:
         chosen = [c for c in DEFAULT_COLUMNS if c[0] in present] or [(c, c, None) for c in sorted(present)]
+    order = [m for m in labels if m in table] + [m for m in table if m not in labels]  # --label order first
+    table = {m: table[m] for m in order}
     out = Path(out_dir)
     lines = [f"| model | {' | '.join(title_ for _, title_, _ in chosen)} |",
              "|---|" + "---:|" * len(chosen)]
