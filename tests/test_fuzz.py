@@ -73,7 +73,7 @@ def well_formed_examples(examples) -> None:
         assert set(ex) == {"messages"} and ex["messages"]
         for m in ex["messages"]:
             assert set(m) == {"role", "content"} and m["role"] in ROLES and isinstance(m["content"], str)
-        assert any(m["role"] == "assistant" and m["content"].strip() for m in ex["messages"])
+        assert any(m["role"] == "assistant" for m in ex["messages"])  # an empty reply is a target (end of turn)
 
 
 # ---------------------------------------------------------------------------------------------------------------

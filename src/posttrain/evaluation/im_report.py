@@ -98,10 +98,14 @@ def _plot(table: dict, chosen: list, labels: dict, png: Path, title: str) -> Non
     import matplotlib.pyplot as plt
 
     n = len(chosen)
-    fig, axes = plt.subplots(1, n, figsize=(max(4.0, 3.2 * n), 3.6), dpi=110, squeeze=False)
+    cols = min(4, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.3 * rows), dpi=110, squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
     names = [labels.get(m, m) for m in table]
-    short = [name if len(name) <= 18 else "…" + name[-17:] for name in names]
-    for ax, (key, heading, _) in zip(axes[0], chosen):
+    short = [name if len(name) <= 24 else "…" + name[-23:] for name in names]
+    for ax, (key, heading, _) in zip(axes.flat, chosen):
         values = [table[m].get(key, float("nan")) for m in table]
         errors = [table[m].get("judge.stderr", 0.0) for m in table] if key == "judge.win_rate" else None
         ax.bar(range(len(values)), values, yerr=errors, color=[f"C{i}" for i in range(len(values))], capsize=3)
