@@ -28,7 +28,8 @@ from safetensors.torch import load_file
 
 from posttrain.cli import main as cli_main
 from posttrain.engine import complete_checkpoints, last_checkpoint
-from posttrain.methods.pcp_corpus import one_line
+from test_grid import BAD, GOOD, TASK_YAML
+from test_pcp import NEG, POS, write_sst2_data
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
        "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
@@ -162,25 +163,9 @@ def _assert_no_leftovers(folder: Path) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # PCP: teacher -> pseudo-labels -> templated corpus -> continued pre-training -> final prompt-FT
 
-POS = ["a gem of a film .", "the sea is wide and blue .", "good morning , paris !", "a poem about the sea ."]
-NEG = ["the lazy dog .", "a dull\nand lazy film .", "what is this ?", "summarize nothing ."]
 STAGE_DIRS = ["stage1_teacher", "stage2_pseudo_labels", "stage3_corpus", "stage4_cpt", "stage5_final"]
 
 
-def _pcp_data(root: Path) -> Path:
-    kshot = root / "lm_bff_kshot" / "SST-2" / "16-13"
-    kshot.mkdir(parents=True)
-    tsv = "sentence\tlabel\n" + "".join(f"{one_line(t)}\t{y}\n" for y, texts in (("1", POS), ("0", NEG))
-                                        for t in texts)
-    for name in ("train.tsv", "dev.tsv", "test.tsv"):
-        (kshot / name).write_text(tsv)
-    pool = root / "pcp_unlabeled" / "SST-2"
-    pool.mkdir(parents=True)
-    rows = {str(i): {"text_a": t, "text_b": None, "label": y}
-            for i, (t, y) in enumerate([(t, "1") for t in POS] + [(t, "0") for t in NEG])}
-    (pool / "train.json").write_text(json.dumps(rows, indent=4))
-    (pool / "dev.json").write_text(json.dumps(dict(list(rows.items())[:3]), indent=4))
-    return root
 
 
 def _pcp_folder(folder: Path, model_dir, data_root: Path) -> Path:
@@ -235,7 +220,7 @@ def _assert_pcp_equal(out: Path, ref: Path, what) -> None:
 
 
 def test_pcp_killed_at_random_moments_then_rerun_equals_uninterrupted(tmp_path, tiny_model_dir):
-    data_root = _pcp_data(tmp_path / "data")
+    data_root = write_sst2_data(tmp_path / "data")
     ref_dir = _pcp_folder(tmp_path / "reference", tiny_model_dir, data_root)
     _run_here(ref_dir, ["pcp", "pcp.yaml"])
     ref = ref_dir / "out"
@@ -306,25 +291,6 @@ def test_a_cpt_stage_killed_while_writing_leaves_no_staging_behind(tmp_path, tin
 # ---------------------------------------------------------------------------------------------------------------
 # the few-shot grid: cells = seeds x learning rates, best dev cell per seed, test mean ± std
 
-TASK_YAML = """
-name: toy-kshot
-kind: single
-labels: [neg, pos]
-verbalizer: {neg: wide, pos: sea}
-template: "{text_a} It was {mask} ."
-text_to_text: "sentence: {text_a}"
-metrics: [accuracy, f1]
-positive_label: pos
-data:
-  kshot:
-    dir: data
-    files: {train: "16-{seed}/train.jsonl", dev: "16-{seed}/dev.jsonl", test: test.jsonl}
-    format: jsonl
-    columns: {text_a: text, label: label}
-    seeds: [1, 2]
-"""
-GOOD = ["the quick brown fox !", "write a poem !", "good morning !", "what is the capital !"]
-BAD = ["the lazy dog ?", "summarize the text ?", "translate to french ?", "one sentence please ?"]
 GRID = {"output_dir": "out", "recipes": {"full": "full.yaml"}, "tasks": ["task.yaml"], "seeds": [1, 2],
         "axes": {"train.learning_rate": [0.05, 0.001]}}
 CELLS = [f"out/full/toy-kshot/seed{s}/lr{lr}" for s in (1, 2) for lr in ("0.05", "0.001")]

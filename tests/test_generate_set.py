@@ -16,10 +16,9 @@ import pytest
 import torch
 
 from conftest import make_tiny_llama, make_tokenizer
-from posttrain.cli import OneLineErrorParser
-from posttrain.errors import ConfigError, DataError, PosttrainError
+from posttrain.cli import main as cli_main
+from posttrain.errors import ConfigError, DataError
 from posttrain.evaluation.alpaca_format import read_model_outputs
-from posttrain.evaluation.generate_cli import register
 from posttrain.evaluation.generate_set import (generate_set, length_sorted_batches, load_prompt_set, sidecar_path,
                                               summary_path)
 from posttrain.generation import generate, render_prompts
@@ -63,15 +62,8 @@ def prompt_file(tmp_path):
 
 
 def run_cli(*argv) -> int:
-    """What posttrain.cli.main does with a registered command: one 'error:' line and status 2 on user errors."""
-    parser = OneLineErrorParser(prog="posttrain")
-    register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args([str(a) for a in argv])
-    try:
-        return args.func(args)
-    except PosttrainError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    """The real ``posttrain`` entry point (one 'error:' line and status 2 on user errors)."""
+    return cli_main([str(a) for a in argv])
 
 
 class Killed(Exception):

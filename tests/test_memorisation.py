@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 
 import pytest
 import sacrebleu
 
-from posttrain.cli import OneLineErrorParser
-from posttrain.errors import DataError, PosttrainError
+from posttrain.cli import main as cli_main
+from posttrain.errors import DataError
 from posttrain.evaluation.alpaca_format import write_model_outputs
-from posttrain.evaluation.generate_cli import register
 from posttrain.evaluation.generate_set import generate_set, load_prompt_set
 from posttrain.evaluation.memorisation import bleu_scores, bleu_train
 
@@ -39,14 +37,8 @@ def outputs_file(tmp_path, answers, instructions=None, name="outputs.json"):
 
 
 def run_cli(*argv) -> int:
-    parser = OneLineErrorParser(prog="posttrain")
-    register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args([str(a) for a in argv])
-    try:
-        return args.func(args)
-    except PosttrainError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    """The real ``posttrain`` entry point (one 'error:' line and status 2 on user errors)."""
+    return cli_main([str(a) for a in argv])
 
 
 def test_outputs_equal_to_the_targets_score_100(train_file, tmp_path):

@@ -78,9 +78,8 @@ def test_prediction_records_and_summary():
 # a fake data root (SST-2 k-shot + pool) and recipes on the tiny Llama
 
 
-@pytest.fixture
-def setup(tmp_path, tiny_model_dir):
-    root = tmp_path / "data"
+def write_sst2_data(root):
+    """A tiny SST-2 in the shared-data layout: LM-BFF k-shot split 16-13 (tsv) and the PCP unlabelled pool (json)."""
     kshot = root / "lm_bff_kshot" / "SST-2" / "16-13"
     kshot.mkdir(parents=True)
     tsv = "sentence\tlabel\n" + "".join(f"{one_line(t)}\t{y}\n" for y, texts in (("1", POS), ("0", NEG))
@@ -93,6 +92,12 @@ def setup(tmp_path, tiny_model_dir):
             for i, (t, y) in enumerate([(t, "1") for t in POS] + [(t, "0") for t in NEG])}
     (pool / "train.json").write_text(json.dumps(rows, indent=4))
     (pool / "dev.json").write_text(json.dumps(dict(list(rows.items())[:3]), indent=4))
+    return root
+
+
+@pytest.fixture
+def setup(tmp_path, tiny_model_dir):
+    root = write_sst2_data(tmp_path / "data")
     (tmp_path / "prompt_ft.yaml").write_text(
         f"model: {{name_or_path: '{tiny_model_dir}'}}\n"
         "task: {name: SST-2, form: template, train: 'kshot:train', eval: 'kshot:dev', test: 'kshot:test'}\n"
