@@ -150,6 +150,37 @@ def test_pcp_pipeline_end_to_end(setup):
     assert summary["cpt"]["metrics"]["objective"] == "clm" and summary["pseudo_labels"]["summary"]["train"]
 
 
+def test_a_trained_teacher_run_is_reused_not_retrained(setup):
+    from posttrain.config import load_config
+    from posttrain.engine import train
+
+    teacher = setup / "teacher_run"
+    train(load_config(setup / "prompt_ft.yaml", [f"task.data_root={setup / 'data'}", f"train.output_dir={teacher}"]))
+    cfg = pcp.load_pipeline_config(setup / "pcp.yaml", [f"teacher_run={teacher}", "teacher_recipe=",
+                                                               "final_recipe=prompt_ft.yaml"], method="pcp")
+    pcp.run_pipeline(cfg, stages=[1, 2], log=lambda *_: None)
+    out = setup / "out"
+    assert not (out / "stage1_teacher").exists()
+    marker = json.loads((out / "stage1.done.json").read_text())
+    assert marker["outputs"]["model"] == str(teacher / "final")
+    assert marker["settings"]["teacher_run"] == str(teacher.resolve())
+    records = [json.loads(line) for line in (out / "stage2_pseudo_labels" / "predictions_train.jsonl").read_text()
+               .splitlines()]
+    probs = pcp.teacher_label_probs(teacher, get_task("SST-2"), records, progress=False)
+    assert torch.allclose(probs, torch.tensor([r["probs"] for r in records]), atol=1e-5)
+
+    with pytest.raises(ConfigError, match=r"teacher_run: .* was trained on k-shot seed 13, not 21"):
+        pcp.run_pipeline(pcp.load_pipeline_config(setup / "pcp.yaml", [f"teacher_run={teacher}", "seed=21",
+                                                                       f"output_dir={setup / 'o21'}"]),
+                         stages=[1], log=lambda *_: None)
+    with pytest.raises(ConfigError, match=r"teacher_run: .*nope/config.yaml is missing"):
+        pcp.run_pipeline(pcp.load_pipeline_config(setup / "pcp.yaml", [f"teacher_run={setup / 'nope'}",
+                                                                       f"output_dir={setup / 'o2'}"]),
+                         stages=[1], log=lambda *_: None)
+    with pytest.raises(ConfigError, match="teacher_run: TAPT has no teacher"):
+        pcp.load_pipeline_config(setup / "pcp.yaml", [f"teacher_run={teacher}"], method="tapt")
+
+
 def test_tapt_corpus_is_the_raw_pool_text(setup):
     (setup / "tapt.yaml").write_text((setup / "pcp.yaml").read_text().replace("teacher_recipe", "final_recipe"))
     cfg = pcp.load_pipeline_config(setup / "tapt.yaml", method="tapt")

@@ -197,3 +197,35 @@ def test_user_task_file(tmp_path):
         load_task_file(bad)
     with pytest.raises(ConfigError, match="task file not found"):
         load_task_file(tmp_path / "nope.yaml")
+
+
+def test_user_task_extends_a_builtin(tmp_path):
+    """``extends`` copies every key of the built-in declaration and replaces the ones the file gives."""
+    path = tmp_path / "rte_causal.yaml"
+    path.write_text('name: RTE-causal\nextends: rte\ntemplate: "{text_a} Question : {text_b} ? Answer : {mask}"\n'
+                    'verbalizer: {not_entailment: "No", entailment: "Yes"}\n')
+    task, base = load_task_file(path), get_task("RTE")
+    assert task.name == "RTE-causal" and task.aliases == []
+    assert task.labels == base.labels and task.metrics == base.metrics and task.data == base.data
+    assert task.verbalizer == {"not_entailment": ["No"], "entailment": ["Yes"]}
+    assert render_template(task, {"text_a": "A dog runs .", "text_b": "An animal moves"}, "Yes") == \
+        "A dog runs . Question : An animal moves ? Answer : Yes"
+    assert base.template == "{text_a} . {mask} , I think that {text_b}"  # the built-in is untouched
+    assert task.origin.startswith("extends RTE")
+
+    for text, message in [
+        ("extends: RTE\ntemplate: '{text_a} {mask}'\n", r"name: required with extends"),
+        ("name: x\nextends: RTEE\n", r"extends: unknown built-in task 'RTEE'; did you mean 'RTE'\?"),
+        ("name: glue-rte\nextends: RTE\n", r"name: 'glue-rte' is a built-in task's name"),
+        ("name: x\nextends: RTE\ntemplate: '{text_a} {mask}'\n", r"template: does not use \{text_b\}"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            load_task_file(path)
+
+
+@pytest.mark.parametrize("name", ["trec_causal", "rte_causal", "mrpc_causal"])
+def test_shipped_causal_task_files_put_the_slot_last(name):
+    task = load_task_file(Path(__file__).parents[1] / "configs" / "tasks" / f"{name}.yaml")
+    assert task.template.rstrip().endswith("{mask}")
+    assert task.labels == get_task(name.split("_")[0]).labels

@@ -58,6 +58,9 @@ class PCPConfig:
     teacher_recipe: Optional[str] = _f(None, "Stage 1: RunConfig YAML of the prompt-FT teacher on the k-shot set "
                                        "(relative to the current directory, else to this file). PCP only.")
     teacher_overrides: list = _f([], "Stage 1: section.key=value overrides applied to the teacher recipe.")
+    teacher_run: Optional[str] = _f(None, "Stage 1: a finished prompt-FT run directory (config.yaml, final/, "
+                                    "final_metrics.json) of the same task and seed to use as the teacher instead of "
+                                    "training one from teacher_recipe (e.g. the prompt-FT baseline you already ran).")
     final_recipe: Optional[str] = _f(None, "Stage 5: RunConfig YAML of the final fine-tuning (prompt-FT or CLS-FT); "
                                      "empty = the teacher recipe. Its model is also the CPT model by default.")
     final_overrides: list = _f([], "Stage 5: section.key=value overrides (model.name_or_path is set to stage 4).")
@@ -73,8 +76,11 @@ class PCPConfig:
                   "and output_dir are set by the pipeline."})
 
     def __post_init__(self):
-        if self.method == "pcp" and not self.teacher_recipe:
-            raise ConfigError("teacher_recipe: required for PCP (the prompt-FT recipe of stage 1)")
+        if self.method == "pcp" and not (self.teacher_recipe or self.teacher_run):
+            raise ConfigError("teacher_recipe: required for PCP (the prompt-FT recipe of stage 1), unless "
+                              "teacher_run names a trained teacher")
+        if self.method == "tapt" and self.teacher_run:
+            raise ConfigError("teacher_run: TAPT has no teacher; remove it")
         if self.method == "tapt" and self.teacher_recipe and not self.final_recipe:
             raise ConfigError("final_recipe: TAPT has no teacher; name the fine-tuning recipe as final_recipe")
         if not (self.final_recipe or self.teacher_recipe):
@@ -208,6 +214,8 @@ def _settings(cfg: PCPConfig, n: int, out: Path) -> dict:
     """What a stage's outputs depend on (besides earlier stages' files); compared with its marker."""
     from ..config import to_dict
 
+    if n == 1 and cfg.teacher_run:
+        return {"teacher_run": str(Path(cfg.teacher_run).resolve()), "config": to_dict(_checked_teacher_run(cfg))}
     if n == 1:
         return to_dict(recipe_config(cfg.teacher_recipe, cfg.teacher_overrides, _forced(cfg, out / DIRS[1]),
                                      "teacher_recipe"))
@@ -238,9 +246,41 @@ def _cpt_config(cfg: PCPConfig, out: Path):
     return cpt, model
 
 
+def teacher_dir(cfg: PCPConfig, out: Path) -> Path:
+    return Path(cfg.teacher_run) if cfg.teacher_run else out / DIRS[1]
+
+
+def _checked_teacher_run(cfg: PCPConfig):
+    """The RunConfig of ``teacher_run``, after checking it is finished and was trained on this task and seed."""
+    from ..config import load_config
+    from ..tasks import get_task
+
+    run_dir = Path(cfg.teacher_run)
+    for need in ("config.yaml", "final_metrics.json", "final"):
+        if not (run_dir / need).exists():
+            raise ConfigError(f"teacher_run: {run_dir / need} is missing (expected a finished posttrain run)")
+    run_cfg = load_config(run_dir / "config.yaml")
+    if not run_cfg.task.name or get_task(run_cfg.task.name).name != get_task(cfg.task).name:
+        raise ConfigError(f"teacher_run: {run_dir} was trained on task {run_cfg.task.name}, not {cfg.task}")
+    if run_cfg.task.seed != cfg.seed:
+        raise ConfigError(f"teacher_run: {run_dir} was trained on k-shot seed {run_cfg.task.seed}, not {cfg.seed}")
+    return run_cfg
+
+
+def _trained_teacher(cfg: PCPConfig) -> dict:
+    """Stage 1 with ``teacher_run``: nothing to train; the run's files are the stage's outputs."""
+    _checked_teacher_run(cfg)
+    run_dir = Path(cfg.teacher_run)
+    final = json.loads((run_dir / "final_metrics.json").read_text(encoding="utf-8"))
+    return {"run_dir": str(run_dir), "model": str(run_dir / "final"),
+            "metrics": {k: v for k, v in final.items() if k.startswith("test_") or k.startswith("eval_")}}
+
+
 def stage_teacher(cfg: PCPConfig, out: Path) -> dict:
     from ..engine import last_checkpoint, train
 
+    if cfg.teacher_run:
+        return _trained_teacher(cfg)
     run_dir = out / DIRS[1]
     run_cfg = recipe_config(cfg.teacher_recipe, cfg.teacher_overrides, _forced(cfg, run_dir), "teacher_recipe")
     final = train(run_cfg, resume=last_checkpoint(run_dir) is not None)
@@ -253,7 +293,8 @@ def stage_pseudo_labels(cfg: PCPConfig, out: Path) -> dict:
 
     task = get_task(cfg.task)
     rows = {split: pool_rows(cfg, task, split) for split in ("train", "dev")}
-    probs = teacher_label_probs(out / DIRS[1], task, rows["train"] + rows["dev"], batch_size=cfg.label_batch_size,
+    probs = teacher_label_probs(teacher_dir(cfg, out), task, rows["train"] + rows["dev"],
+                                batch_size=cfg.label_batch_size,
                                 progress="pseudo-labelling" if cfg.cpt.progress else False)
     folder = out / DIRS[2]
     summary, outputs, start = {}, {}, 0

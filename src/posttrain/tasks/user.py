@@ -18,12 +18,21 @@ builtin.yaml. A user task is one YAML mapping with the same keys as a built-in o
         format: csv
         columns: {text_a: review, label: sentiment}
 
+A task can also start from a built-in declaration and change some keys (``extends``), e.g. a template whose label
+slot comes last, for a causal LM that reads the slot's left context only:
+
+    name: RTE-causal
+    extends: RTE                   # every key of RTE (files, labels, metrics, ...) unless given here
+    template: "{text_a} Question : {text_b} ? Answer : {mask}"
+    verbalizer: {not_entailment: "No", entailment: "Yes"}
+
 ``get_task("sst2")`` / ``get_task("SST-2")`` / ``get_task("path/to/task.yaml")`` resolve either kind.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from functools import lru_cache
 from importlib import resources
@@ -65,17 +74,45 @@ def load_task_file(path: str | Path) -> Task:
         raise ConfigError(f"{path}: expected a mapping of task keys (name, kind, labels, verbalizer, template, ...), "
                           f"got {type(raw).__name__}")
     raw = dict(raw)
+    if "extends" in raw:
+        raw = _extended(raw, str(path))
     raw.setdefault("base_dir", str(path.resolve().parent))
     return task_from_dict(raw, str(path))
 
 
+def _extended(raw: dict, where: str) -> dict:
+    """A built-in declaration's keys, replaced by the ones the file gives (a new ``name`` is required)."""
+    base_name = raw.pop("extends")
+    if not isinstance(base_name, str):
+        raise ConfigError(f"{where}: extends: expected the name of a built-in task, got {base_name!r}")
+    if "name" not in raw:
+        raise ConfigError(f"{where}: name: required with extends (a new name, so runs of the two tasks differ)")
+    tasks, lookup = _builtin()
+    norm = normalize_name(base_name)
+    if norm not in lookup:
+        close = difflib.get_close_matches(norm, list(lookup), n=1, cutoff=0.5)
+        hint = f"; did you mean '{lookup[close[0]]}'?" if close else ""
+        raise ConfigError(f"{where}: extends: unknown built-in task '{base_name}'{hint}")
+    if normalize_name(str(raw["name"])) in lookup:
+        raise ConfigError(f"{where}: name: '{raw['name']}' is a built-in task's name; choose a new one")
+    base = {k: v for k, v in _builtin_raw()[lookup[norm]].items() if k not in ("name", "aliases")}
+    base = json.loads(json.dumps(base))  # a copy: YAML anchors share their objects between entries
+    base["origin"] = f"extends {lookup[norm]} ({base.get('origin', '')})".replace(" ()", "")
+    return {**base, **raw}
+
+
 @lru_cache(maxsize=1)
-def _builtin() -> tuple[dict[str, Task], dict[str, str]]:
+def _builtin_raw() -> dict[str, dict]:
     source = resources.files(__package__).joinpath(BUILTIN_FILE)
     raw = _read_yaml(source.read_text(encoding="utf-8"), f"posttrain/tasks/{BUILTIN_FILE}")
+    return {entry["name"]: entry for entry in raw["tasks"]}
+
+
+@lru_cache(maxsize=1)
+def _builtin() -> tuple[dict[str, Task], dict[str, str]]:
     tasks: dict[str, Task] = {}
     lookup: dict[str, str] = {}
-    for i, entry in enumerate(raw["tasks"]):
+    for i, entry in enumerate(_builtin_raw().values()):
         task = task_from_dict(entry, f"posttrain/tasks/{BUILTIN_FILE}: tasks[{i}]")
         tasks[task.name] = task
         for key in [task.name, *task.aliases]:

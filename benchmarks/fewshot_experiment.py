@@ -1,0 +1,275 @@
+"""The PCP paper's few-shot comparison, scaled to a 2-core CPU: CLS-FT, prompt-FT (hard, soft), TAPT + prompt-FT,
+PCP + prompt-FT and self-training (FixMatch) on SmolLM2-135M-Instruct, 16-shot, 5 seeds, mean +- std.
+
+    python benchmarks/fewshot_experiment.py [--out runs/fewshot_experiment] [--tasks SST-2 ...] [--seeds 13 21 ...]
+        [--methods prompt_ft_hard cls ...] [--steps 16] [--learning-rate 5e-5] [--max-test 200] [--pool 128]
+        [--report-only]
+
+Every run is a posttrain command (printed before it runs, and executed in this process to save the start-up time),
+so each cell can be reproduced by hand. Per task and k-shot seed s (LM-BFF split 16-s), in this order:
+
+- ``prompt_ft_hard``  posttrain train configs/prompt_ft/sst2_prompt_ft.yaml (the task's hard template, label words)
+- ``cls``             posttrain train configs/prompt_ft/sst2_cls.yaml (new classification head on the plain input)
+- ``prompt_ft_soft``  posttrain train configs/prompt_ft/sst2_prompt_ft_soft.yaml (DART-lite soft template/words)
+- ``pcp``             posttrain pcp configs/pcp/sst2_pcp.yaml teacher_run=<prompt_ft_hard's run> (stages 1-5: the
+                      prompt-FT baseline is the teacher, as in the paper; pseudo-labelled templated pool -> CPT ->
+                      prompt-FT)
+- ``tapt``            posttrain tapt configs/pcp/sst2_tapt.yaml --stages 3-4 once per task (the raw pool does not
+                      depend on the seed), then posttrain train <prompt-FT recipe> model.name_or_path=<its CPT model>
+- ``self_training``   posttrain self-train configs/self_training/sst2_fixmatch.yaml (FixMatch on the prompt-based
+                      classifier, EDA-style strong view)
+
+Every fine-tuning run has the same budget: ``--steps`` optimizer steps of batch 8 at ``--learning-rate`` (warmup 6 %),
+an evaluation on the 16-shot dev set every steps/4 steps keeping the best (the protocol's best checkpoint), and the
+test metric on a seeded subset of ``--max-test`` test examples. CPT (TAPT and PCP) is ``--steps`` steps of 8 lines
+over a seeded ``--pool``-text subset of the unlabelled pool (one epoch), best by the loss on 32 dev-pool lines.
+Tasks for a causal LM whose paper template puts the label slot before text the decision needs are given as task
+files that move the slot last (configs/tasks/*_causal.yaml; see docs/prompt_ft.md).
+
+A finished run (``final_metrics.json``; a pipeline's ``summary.json`` with its final stage) is skipped, so an
+interrupted experiment continues where it stopped; model weights are deleted once nothing later needs them (a full
+SmolLM2 run writes ~0.5 GB). ``report.{md,json,png}`` in ``--out`` hold the table (test metric of each seed's best dev
+checkpoint; mean +- population std over the seeds that finished).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from posttrain.cli import main as posttrain  # noqa: E402
+from posttrain.tasks import get_task  # noqa: E402
+
+RECIPES = {
+    "prompt_ft_hard": "configs/prompt_ft/sst2_prompt_ft.yaml",
+    "cls": "configs/prompt_ft/sst2_cls.yaml",
+    "prompt_ft_soft": "configs/prompt_ft/sst2_prompt_ft_soft.yaml",
+}
+METHODS = ["prompt_ft_hard", "cls", "prompt_ft_soft", "pcp", "tapt", "self_training"]
+TASKS = ["SST-2", "configs/tasks/trec_causal.yaml", "configs/tasks/rte_causal.yaml",
+         "configs/tasks/mrpc_causal.yaml"]
+SEEDS = [13, 21, 42, 87, 100]
+PAIR_MAX_LENGTH = 192  # PCP: 256 for pair tasks; cut to 192 tokens here (the middle of long premises goes)
+
+
+def run(argv: list[str], log_path: Path) -> None:
+    line = "posttrain " + " ".join(shlex.quote(a) for a in argv)
+    print(f"$ {line}", flush=True)
+    start = time.time()
+    code = posttrain(argv)
+    with log_path.open("a", encoding="utf-8") as log:
+        log.write(f"$ {line}\n# exit {code}, {time.time() - start:.0f} s\n")
+    if code != 0:
+        raise SystemExit(f"command failed with exit status {code}: {line}")
+
+
+def task_label(task_ref: str) -> str:
+    return get_task(task_ref).name
+
+
+def budget(args, task_ref: str) -> list[str]:
+    """The shared fine-tuning budget of every run on one task."""
+    task = get_task(task_ref)
+    max_length = PAIR_MAX_LENGTH if task.kind == "pair" else 128
+    every = max(1, args.steps // 4)
+    return [f"task.name={task_ref}", f"data.max_length={max_length}", f"train.max_steps={args.steps}",
+            f"train.learning_rate={args.learning_rate}", "train.per_device_batch_size=8", f"train.eval_steps={every}",
+            f"train.logging_steps={every}", "train.save_steps=0", "train.progress=false",
+            f"train.best_metric={task.metrics[0]}", f"task.max_test_examples={args.max_test}"]
+
+
+def cpt_settings(args, task_ref: str) -> list[str]:
+    max_length = PAIR_MAX_LENGTH if get_task(task_ref).kind == "pair" else 128
+    every = max(1, args.steps // 4)
+    return [f"max_pool_train={args.pool}", "max_pool_dev=32", f"cpt.max_steps={args.steps}",
+            f"cpt.eval_steps={every}", f"cpt.logging_steps={every}", f"cpt.max_length={max_length}",
+            "cpt.progress=false"]
+
+
+def drop_weights(run_dir: Path) -> None:
+    for name in ("final", "checkpoints", "best"):
+        shutil.rmtree(run_dir / name, ignore_errors=True)
+
+
+def finished(run_dir: Path) -> bool:
+    return (run_dir / "final_metrics.json").is_file()
+
+
+def fresh(run_dir: Path) -> None:
+    """A run killed before it finished starts over (runs here save no checkpoints: they are short)."""
+    if run_dir.exists() and not finished(run_dir):
+        shutil.rmtree(run_dir)
+
+
+def train_run(args, recipe: str, task_ref: str, seed: int, run_dir: Path, extra: list[str] = ()) -> None:
+    if finished(run_dir):
+        return
+    fresh(run_dir)
+    run(["train", recipe, *budget(args, task_ref), f"task.seed={seed}", f"train.seed={seed}",
+         f"train.output_dir={run_dir}", *extra], args.out / "commands.log")
+
+
+def pcp_run(args, task_ref: str, seed: int, out: Path, teacher: Path) -> None:
+    if (out / "stage5.done.json").is_file():
+        return
+    final = "[" + ", ".join(budget(args, task_ref)[1:] + [f"train.seed={seed}"]) + "]"
+    run(["pcp", "configs/pcp/sst2_pcp.yaml", f"task={task_ref}", f"seed={seed}", f"output_dir={out}",
+         f"teacher_run={teacher}", "teacher_recipe=", "final_recipe=configs/prompt_ft/sst2_prompt_ft.yaml",
+         f"final_overrides={final}", *cpt_settings(args, task_ref)], args.out / "commands.log")
+    for stage in ("stage4_cpt", "stage5_final"):
+        drop_weights(out / stage)
+
+
+def tapt_cpt(args, task_ref: str, out: Path) -> Path:
+    if not (out / "stage4.done.json").is_file():
+        run(["tapt", "--stages", "3-4", "configs/pcp/sst2_tapt.yaml", f"task={task_ref}", f"output_dir={out}",
+             *cpt_settings(args, task_ref)], args.out / "commands.log")
+    shutil.rmtree(out / "stage4_cpt" / "checkpoints", ignore_errors=True)  # 1.5 GB each; best/ is what is used
+    return out / "stage4_cpt" / "best"
+
+
+def self_training_run(args, task_ref: str, seed: int, run_dir: Path) -> None:
+    if finished(run_dir):
+        return
+    fresh(run_dir)
+    run(["self-train", "configs/self_training/sst2_fixmatch.yaml", f"output_dir={run_dir}", "max_unlabeled=2000",
+         *budget(args, task_ref), f"task.seed={seed}", f"train.seed={seed}"], args.out / "commands.log")
+
+
+def run_task_seed(args, task_ref: str, seed: int) -> None:
+    name = task_label(task_ref)
+    cell = lambda method: args.out / method / name / f"seed{seed}"  # noqa: E731
+    methods = args.methods
+    for method in ("prompt_ft_hard", "cls", "prompt_ft_soft"):
+        if method in methods or (method == "prompt_ft_hard" and "pcp" in methods):
+            train_run(args, RECIPES[method], task_ref, seed, cell(method))
+    if "pcp" in methods:
+        pcp_run(args, task_ref, seed, cell("pcp"), cell("prompt_ft_hard"))
+    drop_weights(cell("prompt_ft_hard"))
+    for method in ("cls", "prompt_ft_soft"):
+        drop_weights(cell(method))
+    if "tapt" in methods:
+        best = tapt_cpt(args, task_ref, args.out / "tapt" / name / "cpt")
+        run_dir = cell("tapt")
+        if not finished(run_dir):
+            train_run(args, RECIPES["prompt_ft_hard"], task_ref, seed, run_dir,
+                      [f"model.name_or_path={best}", "model.gguf_file="])
+        drop_weights(run_dir)
+    if "self_training" in methods:
+        self_training_run(args, task_ref, seed, cell("self_training"))
+        drop_weights(cell("self_training"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# report
+
+
+def final_metrics(args, method: str, name: str, seed: int) -> dict | None:
+    base = args.out / method / name / f"seed{seed}"
+    path = base / ("stage5_final" if method == "pcp" else ".") / "final_metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def report(args) -> dict:
+    rows, cells = [], {}
+    for task_ref in args.tasks:
+        task = get_task(task_ref)
+        metric = task.metrics[0]
+        for method in args.methods:
+            values, devs = [], []
+            for seed in args.seeds:
+                m = final_metrics(args, method, task.name, seed)
+                if m and f"test_{metric}" in m:
+                    values.append(100 * m[f"test_{metric}"])
+                    devs.append(100 * m.get(f"best_eval_{metric}", m.get(f"eval_{metric}", float("nan"))))
+            cells[(method, task.name)] = values
+            rows.append({"method": method, "task": task.name, "metric": metric, "seeds": len(values),
+                         "test": values, "dev": devs,
+                         "mean": statistics.fmean(values) if values else None,
+                         "std": statistics.pstdev(values) if values else None})
+    out = {"setup": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "rows": rows}
+    (args.out / "report.json").write_text(json.dumps(out, indent=2))
+    names = [get_task(t).name for t in args.tasks]
+    lines = ["| method | " + " | ".join(f"{n} ({get_task(t).metrics[0]})" for n, t in zip(names, args.tasks))
+             + " | avg |", "|---" * (len(names) + 2) + "|"]
+    for method in args.methods:
+        parts, means = [], []
+        for name in names:
+            row = next(r for r in rows if r["method"] == method and r["task"] == name)
+            if row["seeds"]:
+                parts.append(f"{row['mean']:.1f} ± {row['std']:.1f}"
+                             + ("" if row["seeds"] == len(args.seeds) else f" ({row['seeds']}/{len(args.seeds)})"))
+                means.append(row["mean"])
+            else:
+                parts.append("-")
+        avg = f"{statistics.fmean(means):.1f}" if len(means) == len(names) else "-"
+        lines.append(f"| {method} | " + " | ".join(parts) + f" | {avg} |")
+    (args.out / "report.md").write_text("\n".join(lines) + "\n")
+    plot(args, rows, names)
+    print("\n".join(lines))
+    return out
+
+
+def plot(args, rows: list[dict], names: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(2.2 + 1.8 * len(names), 4))
+    width = 0.8 / len(args.methods)
+    for i, method in enumerate(args.methods):
+        means, stds, xs = [], [], []
+        for j, name in enumerate(names):
+            row = next(r for r in rows if r["method"] == method and r["task"] == name)
+            if row["seeds"]:
+                xs.append(j + (i - (len(args.methods) - 1) / 2) * width)
+                means.append(row["mean"])
+                stds.append(row["std"])
+        ax.bar(xs, means, width, yerr=stds, capsize=2, label=method)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel("test metric (%), mean ± std over seeds")
+    ax.set_title(f"SmolLM2-135M, 16-shot, {args.steps} steps x 8, lr {args.learning_rate}")
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_ylim(0, 100)
+    fig.tight_layout()
+    fig.savefig(args.out / "report.png", dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "fewshot_experiment")
+    parser.add_argument("--tasks", nargs="+", default=TASKS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=SEEDS)
+    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--learning-rate", type=float, default=5e-5)
+    parser.add_argument("--max-test", type=int, default=200)
+    parser.add_argument("--pool", type=int, default=128, help="unlabelled pool texts for TAPT/PCP CPT")
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+    args.out = args.out.resolve()
+    os.chdir(ROOT)  # the recipes and task files are named relative to the repository root
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.report_only:
+        for task_ref in args.tasks:
+            for seed in args.seeds:
+                run_task_seed(args, task_ref, seed)
+                report(args)
+            drop_weights(args.out / "tapt" / task_label(task_ref) / "cpt" / "stage4_cpt")
+    report(args)
+
+
+if __name__ == "__main__":
+    main()
