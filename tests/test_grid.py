@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from posttrain.errors import ConfigError, PosttrainError
-from posttrain.pipelines.grid import cell_state, load_grid, mean_std, register, run_grid, stale_keys, write_report
+from posttrain.pipelines.grid import cell_state, load_grid, mean_std, run_grid, stale_keys
+from posttrain.pipelines.grid_report import register, write_report
 
 TASK_YAML = """
 name: toy-kshot

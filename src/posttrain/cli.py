@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .stepgame.cli import register as register_stepgame
     from .tasks.cli import register as register_tasks
 
-    from .pipelines.grid import register as register_grid
+    from .pipelines.grid_report import register as register_grid
 
     register_stepgame(sub)
     register_tasks(sub)
