@@ -42,7 +42,7 @@ from dept_efficiency import MALLOC_ENV  # noqa: E402  (the CPU peak-memory probe
 
 def batches(tokenizer, batch_size: int, pad_to: int, n_batches: int, device):
     from posttrain.config import load_config
-    from posttrain.engine import task_split
+    from posttrain.run_data import task_split
     from posttrain.methods import prompt_ft
     from posttrain.tasks import get_task
 

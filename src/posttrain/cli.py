@@ -60,7 +60,7 @@ def _relaunch_train(args) -> int:
 def _cmd_inspect(args) -> int:
     from .config import load_config
     from .data.inspect_data import inspect
-    from .engine import split_examples
+    from .run_data import split_examples
     from .models import load_tokenizer
 
     cfg = load_config(args.config, args.overrides)

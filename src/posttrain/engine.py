@@ -33,20 +33,16 @@ from .best_weights import BestWeightsCallback
 from .checkpointing import AtomicCheckpoints, complete_checkpoints, last_checkpoint, save_final_model  # noqa: F401
 from .checkpointing import step_of as _step_of
 from .callbacks import MetricsCallback, NonFiniteGuardCallback, StopAtStepCallback
-from .config import LossConfig, RunConfig, write_config
-from .data.chat import resolve_template
-from .data.instruction import load_examples
-from .data.sft import SFTCollator, build_sft_dataset
+from .config import RunConfig, write_config
+from .data.sft import SFTCollator
 from .errors import ConfigError
 from .io_utils import atomic_write_json, atomic_write_text
 from .losses import token_nll, weighted_nll_sum
 from .methods import ADAPTERS, DESCRIBE, OPTIMIZER_GROUPS, kl_regularisation, neftune
 from .methods.objectives import OBJECTIVES
 from .methods.objectives import describe as describe_objective
-from .methods.objectives import prepare as prepare_objective
 from .methods.instruction_loss import describe as describe_loss
-
-OUTPUT_ONLY = LossConfig(mode="output_only")
+from .run_data import PreparedData, prepare_data
 
 
 class PosttrainTrainer(AtomicCheckpoints, Trainer):
@@ -247,102 +243,6 @@ def training_arguments(cfg: RunConfig, has_eval: bool) -> TrainingArguments:
     if t.save_steps > 0:
         kwargs["save_steps"] = t.save_steps
     return TrainingArguments(**kwargs)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# data
-
-
-@dataclasses.dataclass
-class PreparedData:
-    train: object
-    eval: object | None
-    train_stats: object
-    eval_stats: object | None
-    template: str | None
-    eval_scorer: object | None = None  # task metrics on the held-out split (classification tasks)
-    test_scorer: object | None = None  # task metrics on the test split, after training
-    collator: object | None = None  # the objective's batches (default: SFTCollator from the config)
-    example_loss: object | None = None  # (model, batch) -> per-example losses (default: weighted next-token NLL)
-
-
-def split_examples(cfg: RunConfig) -> tuple[list[dict], list[dict]]:
-    d = cfg.data
-    if not d.train_file:
-        raise ConfigError("data.train_file: required (a .jsonl/.json/.csv/.parquet file)")
-    train = load_examples(d.train_file, d.format)
-    evals: list[dict] = []
-    if d.eval_file:
-        evals = load_examples(d.eval_file, d.format)
-    elif d.eval_size:
-        if d.eval_size >= len(train):
-            raise ConfigError(f"data.eval_size: {d.eval_size} leaves no training rows ({len(train)} in {d.train_file})")
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(d.shuffle_seed)).tolist()
-        held = set(order[: d.eval_size])
-        evals = [train[i] for i in sorted(held)]
-        train = [row for i, row in enumerate(train) if i not in held]
-    if d.max_train_examples:
-        train = train[: d.max_train_examples]
-    if d.max_eval_examples:
-        evals = evals[: d.max_eval_examples]
-    return train, evals
-
-
-def task_split(cfg: RunConfig, task, which: str, limit: int | None = None) -> list[dict]:
-    from .tasks import read_split
-
-    source, split = getattr(cfg.task, which).split(":")
-    rows = read_split(task, source, split, root=cfg.task.data_root, seed=cfg.task.seed)
-    if limit:  # a seeded subset, so that a limited eval set is not biased towards the file's first rows
-        order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(cfg.data.shuffle_seed)).tolist()
-        rows = [rows[i] for i in sorted(order[:limit])]
-    return rows
-
-
-def prepare_task_data(cfg: RunConfig, tokenizer) -> PreparedData:
-    """A declared classification task: label-word loss for training, rank-classification metrics for eval/test."""
-    from .data.classification import build_classification_dataset
-    from .evaluation.task_eval import build_task_scorer
-    from .tasks import get_task
-
-    task = get_task(cfg.task.name)
-    t, d = cfg.task, cfg.data
-    train_rows = task_split(cfg, task, "train")[: d.max_train_examples or None]
-    common = dict(form=t.form, max_length=d.max_length, label_tokens=t.label_tokens)
-    train, train_stats = build_classification_dataset(tokenizer, task, train_rows, source=t.train, **common)
-    evals = eval_stats = eval_scorer = test_scorer = None
-    if t.eval:
-        eval_rows = task_split(cfg, task, "eval", t.max_eval_examples)
-        evals, eval_stats = build_classification_dataset(tokenizer, task, eval_rows, source=t.eval, **common)
-        eval_scorer = build_task_scorer(tokenizer, task, eval_rows, batch_size=cfg.train.per_device_batch_size,
-                                        **common)
-    if t.test:
-        test_rows = task_split(cfg, task, "test", t.max_test_examples)
-        test_scorer = build_task_scorer(tokenizer, task, test_rows, batch_size=cfg.train.per_device_batch_size,
-                                        **common)
-    return PreparedData(train, evals, train_stats, eval_stats, None, eval_scorer, test_scorer)
-
-
-def prepare_data(cfg: RunConfig, tokenizer, model=None) -> PreparedData:
-    if cfg.task.name and cfg.task.objective in OBJECTIVES:
-        parts = prepare_objective(cfg, tokenizer, model, task_split)
-        return PreparedData(parts["train"], parts["eval"], parts["train_stats"], parts["eval_stats"], None,
-                            parts["eval_scorer"], parts["test_scorer"], parts["collator"], parts["loss"])
-    if cfg.task.name:
-        return prepare_task_data(cfg, tokenizer)
-    template = resolve_template(tokenizer, cfg.data.chat_template)
-    train_rows, eval_rows = split_examples(cfg)
-    train, train_stats = build_sft_dataset(
-        tokenizer, train_rows, template, cfg.loss, cfg.data.max_length, source=cfg.data.train_file,
-        overlong=cfg.data.overlong,
-    )
-    evals, eval_stats = None, None
-    if eval_rows:  # held-out loss is always measured on output tokens (IM paper, Sec. 5.5)
-        evals, eval_stats = build_sft_dataset(
-            tokenizer, eval_rows, template, OUTPUT_ONLY, cfg.data.max_length,
-            source=cfg.data.eval_file or f"{cfg.data.train_file} (held-out split)", overlong=cfg.data.overlong,
-        )
-    return PreparedData(train, evals, train_stats, eval_stats, template)
 
 
 # ---------------------------------------------------------------------------------------------------------------
