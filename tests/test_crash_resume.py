@@ -137,8 +137,10 @@ def test_a_run_killed_before_its_first_checkpoint_can_start_again(tmp_path, tiny
     staging.mkdir(parents=True)
     (staging / "model.safetensors").write_bytes(b"truncated")
     (tmp_path / "run" / ".tmp-final").mkdir()
+    (tmp_path / "run" / ".metrics.jsonl.k1ll3d.tmp").write_text('{"step": 1')  # an atomic write killed mid-way
     with pytest.raises(ConfigError, match="no checkpoint"):
         train(load_config(None, overrides), resume=True)
     train(load_config(None, overrides))  # not refused as "already holds checkpoints"
     assert (tmp_path / "run" / "checkpoints" / "checkpoint-1" / "trainer_state.json").is_file()
     assert not [p for p in (tmp_path / "run").rglob(".tmp-*")]
+    assert not [p for p in (tmp_path / "run").glob(".*.tmp")]

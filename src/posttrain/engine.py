@@ -36,7 +36,7 @@ from .callbacks import MetricsCallback, NonFiniteGuardCallback, StopAtStepCallba
 from .config import RunConfig, write_config
 from .data.sft import SFTCollator
 from .errors import ConfigError
-from .io_utils import atomic_write_json, atomic_write_text
+from .io_utils import atomic_write_json, atomic_write_text, remove_stale_temp_files
 from .losses import token_nll, weighted_nll_sum
 from .methods import ADAPTERS, DESCRIBE, OPTIMIZER_GROUPS, kl_regularisation, neftune
 from .methods.objectives import OBJECTIVES
@@ -388,6 +388,7 @@ def train(cfg: RunConfig, *, resume: bool = False, callbacks: list[TrainerCallba
         run_dir.mkdir(parents=True, exist_ok=True)
         distributed.remove_staging(run_dir)
         distributed.remove_staging(run_dir / "checkpoints")
+        remove_stale_temp_files(run_dir)  # a file write killed mid-way (the file itself is intact: atomic rename)
         write_config(cfg, run_dir / "config.yaml")
         atomic_write_json(run_dir / "run_meta.json", {**run_metadata(cfg, model, data), **ext.meta})
         for name, text in ext.files.items():

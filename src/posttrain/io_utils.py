@@ -42,6 +42,19 @@ def iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
             yield number, row
 
 
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the ``.<name>.*.tmp`` files a killed ``atomic_write_*`` left in ``folder`` (not recursive).
+
+    Call it only where no other process is writing into ``folder`` (a run's rank 0 before it starts)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.glob(".*.tmp") if p.is_file() and p.name.count(".") >= 3]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,38 @@
+"""io_utils: atomic writes leave the old or the new file, and a killed write's temporary file is cleaned up."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pytest
+
+from posttrain.io_utils import atomic_write_text, remove_stale_temp_files
+
+
+def test_a_failed_atomic_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    path = tmp_path / "metrics.jsonl"
+    atomic_write_text(path, "old\n")
+
+    def fail(*_):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_text(path, "new\n")
+    assert path.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]
+
+
+def test_remove_stale_temp_files_removes_only_killed_writes(tmp_path):
+    fd, killed = tempfile.mkstemp(dir=tmp_path, prefix=".config.yaml.", suffix=".tmp")  # what atomic_write makes
+    os.close(fd)
+    keep = [tmp_path / "config.yaml", tmp_path / ".hidden.tmp", tmp_path / "notes.tmp"]
+    for p in keep:
+        p.write_text("x")
+    (tmp_path / ".dir.x.tmp").mkdir()  # not a file
+    (tmp_path / "sub").mkdir()
+    nested = tmp_path / "sub" / ".a.b.tmp"
+    nested.write_text("x")  # not recursive
+    assert remove_stale_temp_files(tmp_path) == [tmp_path / os.path.basename(killed)]
+    assert all(p.exists() for p in keep) and nested.exists() and (tmp_path / ".dir.x.tmp").is_dir()
+    assert remove_stale_temp_files(tmp_path / "missing") == []
