@@ -214,10 +214,51 @@ def report(args) -> dict:
                 parts.append("-")
         avg = f"{statistics.fmean(means):.1f}" if len(means) == len(names) else "-"
         lines.append(f"| {method} | " + " | ".join(parts) + f" | {avg} |")
+    lines += ["", "Unlabelled-data diagnostics (means over the finished seeds): PCP pseudo-label accuracy on its pool "
+              "subset (the pools keep gold labels) and CPT dev loss start -> best; self-training: share of "
+              "unlabelled examples above the confidence cut (mask ratio) and their pseudo-label accuracy.", "",
+              "| task | PCP pseudo-label acc | PCP CPT loss | TAPT CPT loss | FixMatch mask ratio | FixMatch pseudo-label acc |",
+              "|---|---|---|---|---|---|"]
+    for task_ref in args.tasks:
+        diag = diagnostics(args, get_task(task_ref).name)
+        out["diagnostics"] = {**out.get("diagnostics", {}), get_task(task_ref).name: diag}
+        fmt = lambda key, scale=100: f"{scale * diag[key]:.1f}" if diag.get(key) is not None else "-"  # noqa: E731
+        loss = lambda a, b: f"{diag[a]:.2f} -> {diag[b]:.2f}" if diag.get(a) is not None else "-"  # noqa: E731
+        lines.append(f"| {get_task(task_ref).name} | {fmt('pcp_pseudo_label_acc')} | "
+                     f"{loss('pcp_cpt_start', 'pcp_cpt_best')} | {loss('tapt_cpt_start', 'tapt_cpt_best')} | "
+                     f"{fmt('st_mask_ratio')} | {fmt('st_pseudo_label_acc')} |")
+    (args.out / "report.json").write_text(json.dumps(out, indent=2))
     (args.out / "report.md").write_text("\n".join(lines) + "\n")
     plot(args, rows, names)
     print("\n".join(lines))
     return out
+
+
+def diagnostics(args, name: str) -> dict:
+    """What the unlabelled data did: PCP pseudo-label quality and CPT losses, FixMatch's mask ratio."""
+    found: dict[str, list[float]] = {}
+
+    def add(key, value):
+        if value is not None:
+            found.setdefault(key, []).append(value)
+
+    for seed in args.seeds:
+        pcp = args.out / "pcp" / name / f"seed{seed}" / "summary.json"
+        if pcp.is_file():
+            summary = json.loads(pcp.read_text())
+            add("pcp_pseudo_label_acc", summary.get("pseudo_labels", {}).get("summary", {}).get("train", {})
+                .get("accuracy_vs_gold"))
+            add("pcp_cpt_start", summary.get("cpt", {}).get("metrics", {}).get("start_eval_loss"))
+            add("pcp_cpt_best", summary.get("cpt", {}).get("metrics", {}).get("eval_loss"))
+        st = final_metrics(args, "self_training", name, seed) or {}
+        add("st_mask_ratio", st.get("train_mask_ratio"))
+        add("st_pseudo_label_acc", st.get("train_pseudo_label_acc"))
+    tapt = args.out / "tapt" / name / "cpt" / "summary.json"
+    if tapt.is_file():
+        metrics = json.loads(tapt.read_text()).get("cpt", {}).get("metrics", {})
+        add("tapt_cpt_start", metrics.get("start_eval_loss"))
+        add("tapt_cpt_best", metrics.get("eval_loss"))
+    return {key: statistics.fmean(values) for key, values in found.items()}
 
 
 def plot(args, rows: list[dict], names: list[str]) -> None:
