@@ -300,6 +300,12 @@ CASES: list[Case] = [
     Case("task-unknown-name", "task YAML", "`posttrain tasks show sst3`",
          lambda e: ["tasks", "show", "sst3"],
          ("unknown task 'sst3'", "did you mean 'SST-2'")),
+    Case("task-extends-unknown", "task YAML", "`extends: RTEE` (no such built-in task)",
+         lambda e: ["tasks", "show", str(e.write("task.yaml", "name: rte-causal\nextends: RTEE\n"))],
+         ("task.yaml", "extends: unknown built-in task 'RTEE'", "did you mean 'RTE'")),
+    Case("task-extends-no-name", "task YAML", "`extends: RTE` without a new `name`",
+         lambda e: ["tasks", "show", str(e.write("task.yaml", "extends: RTE\ntemplate: '{text_a} {text_b} {mask}'\n"))],
+         ("task.yaml", "name: required with extends")),
     # -- configs ------------------------------------------------------------------------------------------------
     Case("config-unknown-key", "config", "`train: {learnig_rate: 1e-4}` in the recipe",
          lambda e: ["train", str(e.recipe(train={"learnig_rate": 1e-4}))],
