@@ -214,6 +214,14 @@ def report(args) -> dict:
                 parts.append("-")
         avg = f"{statistics.fmean(means):.1f}" if len(means) == len(names) else "-"
         lines.append(f"| {method} | " + " | ".join(parts) + f" | {avg} |")
+    lines += ["", f"Per seed (test; seeds {', '.join(map(str, args.seeds))}; dev of the kept checkpoint in brackets):",
+              "", "| method | task | " + " | ".join(f"seed {s}" for s in args.seeds) + " |",
+              "|---|---|" + "---|" * len(args.seeds)]
+    for row in rows:
+        if row["seeds"]:
+            values = [f"{t:.1f} ({d:.1f})" for t, d in zip(row["test"], row["dev"])]
+            values += ["-"] * (len(args.seeds) - len(values))
+            lines.append(f"| {row['method']} | {row['task']} | " + " | ".join(values) + " |")
     lines += ["", "Unlabelled-data diagnostics (means over the finished seeds): PCP pseudo-label accuracy on its pool "
               "subset (the pools keep gold labels) and CPT dev loss start -> best; self-training: share of "
               "unlabelled examples above the confidence cut (mask ratio) and their pseudo-label accuracy.", "",
