@@ -19,8 +19,8 @@ from conftest import make_tiny_llama, make_tokenizer
 from posttrain.cli import main as cli_main
 from posttrain.errors import ConfigError, DataError
 from posttrain.evaluation.alpaca_format import read_model_outputs
-from posttrain.evaluation.generate_set import (generate_set, length_sorted_batches, load_prompt_set, sidecar_path,
-                                              summary_path)
+from posttrain.evaluation.generate_set import (generate_set, length_sorted_batches, load_prompt_set,
+                                              prompts_fingerprint, sidecar_path, summary_path)
 from posttrain.generation import generate, render_prompts
 
 PROMPTS = [
@@ -219,6 +219,20 @@ def test_cli_generate_set(model_dir, prompt_file, tmp_path, capsys):
     rows = read_model_outputs(out)
     assert len(rows) == 4 and {row["generator"] for row in rows} == {"chatty"}
     assert json.loads(summary_path(out).read_text())["limit"] == 4
+
+
+def test_cli_refuses_another_runs_resume_file_before_loading_the_model(prompt_file, tmp_path, capsys):
+    out = tmp_path / "out.json"
+    header = {"prompts_sha256": prompts_fingerprint(load_prompt_set(prompt_file)), "model": "missing-model-dir",
+              "dtype": "float32", "chat_template": "tulu", "system": None, "max_new_tokens": 6, "temperature": 0.0,
+              "top_p": 1.0, "seed": 0}
+    sidecar_path(out).write_text(json.dumps({"header": header}) + "\n")
+    # the model does not exist: the resume check must come first, or the error would be about the model
+    assert run_cli("generate-set", "--model", "missing-model-dir", "--prompts", prompt_file, "--out", out,
+                   "--max-new-tokens", 7) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {sidecar_path(out)}: resume file belongs to another run") and \
+        "max_new_tokens was 6, now 7" in err and len(err.splitlines()) == 1
 
 
 def test_cli_generate_set_bad_prompt_file_is_one_error_line(tmp_path, capsys):

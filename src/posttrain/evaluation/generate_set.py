@@ -158,11 +158,25 @@ def read_sidecar(path: Path, header: dict) -> dict[int, dict]:
     return done
 
 
+def precheck_resume(out: str | Path, partial_header: dict) -> None:
+    """Refuse a resume file made with other settings before the model loads (the settings known before loading it:
+    the chat template may come from the model and is checked by ``generate_set``)."""
+    path = sidecar_path(out)
+    if not path.is_file():
+        return
+    first = path.read_bytes().split(b"\n", 1)[0]
+    try:
+        record = json.loads(first.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return  # killed while writing the header: generate_set starts over
+    _check_header(path, record, partial_header)
+
+
 def _check_header(path: Path, record, header: dict) -> None:
     theirs = record.get("header") if isinstance(record, dict) else None
     if not isinstance(theirs, dict):
         raise DataError(f"{path}:1: not a generate-set resume file (no header line); delete it or choose another --out")
-    for key in RESUME_KEYS:
+    for key in (k for k in RESUME_KEYS if k in header):
         if theirs.get(key) != header[key]:
             what = "the prompt set differs" if key == "prompts_sha256" else \
                 f"{key} was {theirs.get(key)!r}, now {header[key]!r}"
