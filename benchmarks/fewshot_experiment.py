@@ -131,9 +131,11 @@ def pcp_run(args, task_ref: str, seed: int, out: Path, teacher: Path) -> None:
 
 
 def tapt_cpt(args, task_ref: str, out: Path) -> Path:
+    settings = ["configs/pcp/sst2_tapt.yaml", f"task={task_ref}", f"output_dir={out}", *cpt_settings(args, task_ref)]
     if not (out / "stage4.done.json").is_file():
-        run(["tapt", "--stages", "3-4", "configs/pcp/sst2_tapt.yaml", f"task={task_ref}", f"output_dir={out}",
-             *cpt_settings(args, task_ref)], args.out / "commands.log")
+        run(["tapt", "--stages", "3-4", *settings], args.out / "commands.log")
+    elif not (out / "stage4_cpt" / "best").is_dir():  # its weights were dropped after an earlier set of seeds
+        run(["tapt", "--stages", "4", "--force", "4", *settings], args.out / "commands.log")
     shutil.rmtree(out / "stage4_cpt" / "checkpoints", ignore_errors=True)  # 1.5 GB each; best/ is what is used
     return out / "stage4_cpt" / "best"
 
