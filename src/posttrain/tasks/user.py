@@ -87,32 +87,30 @@ def _extended(raw: dict, where: str) -> dict:
         raise ConfigError(f"{where}: extends: expected the name of a built-in task, got {base_name!r}")
     if "name" not in raw:
         raise ConfigError(f"{where}: name: required with extends (a new name, so runs of the two tasks differ)")
-    tasks, lookup = _builtin()
-    norm = normalize_name(base_name)
-    if norm not in lookup:
-        close = difflib.get_close_matches(norm, list(lookup), n=1, cutoff=0.5)
-        hint = f"; did you mean '{lookup[close[0]]}'?" if close else ""
-        raise ConfigError(f"{where}: extends: unknown built-in task '{base_name}'{hint}")
-    if normalize_name(str(raw["name"])) in lookup:
+    base_task = _builtin_name(base_name)
+    if base_task is None:
+        raise ConfigError(f"{where}: extends: unknown built-in task '{base_name}'{_builtin_hint(base_name)}")
+    if _builtin_name(str(raw["name"])) is not None:
         raise ConfigError(f"{where}: name: '{raw['name']}' is a built-in task's name; choose a new one")
-    base = {k: v for k, v in _builtin_raw()[lookup[norm]].items() if k not in ("name", "aliases")}
-    base = json.loads(json.dumps(base))  # a copy: YAML anchors share their objects between entries
-    base["origin"] = f"extends {lookup[norm]} ({base.get('origin', '')})".replace(" ()", "")
+    entry = next(e for e in _builtin_raw() if e["name"] == base_task)
+    # a deep copy: YAML anchors share their objects between entries
+    base = json.loads(json.dumps({k: v for k, v in entry.items() if k not in ("name", "aliases")}))
+    base["origin"] = f"extends {base_task} ({base.get('origin', '')})".replace(" ()", "")
     return {**base, **raw}
 
 
 @lru_cache(maxsize=1)
-def _builtin_raw() -> dict[str, dict]:
+def _builtin_raw() -> list[dict]:
+    """The entries of builtin.yaml as parsed (``_extended`` copies them; ``_builtin`` checks and builds them)."""
     source = resources.files(__package__).joinpath(BUILTIN_FILE)
-    raw = _read_yaml(source.read_text(encoding="utf-8"), f"posttrain/tasks/{BUILTIN_FILE}")
-    return {entry["name"]: entry for entry in raw["tasks"]}
+    return _read_yaml(source.read_text(encoding="utf-8"), f"posttrain/tasks/{BUILTIN_FILE}")["tasks"]
 
 
 @lru_cache(maxsize=1)
 def _builtin() -> tuple[dict[str, Task], dict[str, str]]:
     tasks: dict[str, Task] = {}
     lookup: dict[str, str] = {}
-    for i, entry in enumerate(_builtin_raw().values()):
+    for i, entry in enumerate(_builtin_raw()):
         task = task_from_dict(entry, f"posttrain/tasks/{BUILTIN_FILE}: tasks[{i}]")
         tasks[task.name] = task
         for key in [task.name, *task.aliases]:
@@ -140,10 +138,19 @@ def get_task(name_or_path: str | Path | Task) -> Task:
     text = str(name_or_path)
     if text.endswith((".yaml", ".yml")) or Path(text).is_file():
         return load_task_file(text)
-    tasks, lookup = _builtin()
-    norm = normalize_name(text)
-    if norm in lookup:
-        return tasks[lookup[norm]]
-    close = difflib.get_close_matches(norm, list(lookup), n=1, cutoff=0.5)
-    hint = f"; did you mean '{lookup[close[0]]}'?" if close else ""
-    raise ConfigError(f"unknown task '{text}'{hint} (built-in: {', '.join(tasks)}; or give a task .yaml file)")
+    name = _builtin_name(text)
+    if name is not None:
+        return _builtin()[0][name]
+    raise ConfigError(f"unknown task '{text}'{_builtin_hint(text)} (built-in: {', '.join(task_names())}; or give a "
+                      "task .yaml file)")
+
+
+def _builtin_name(text: str) -> str | None:
+    """The built-in task a name or alias refers to (any case and punctuation), or None."""
+    return _builtin()[1].get(normalize_name(text))
+
+
+def _builtin_hint(text: str) -> str:
+    lookup = _builtin()[1]
+    close = difflib.get_close_matches(normalize_name(text), list(lookup), n=1, cutoff=0.5)
+    return f"; did you mean '{lookup[close[0]]}'?" if close else ""
