@@ -176,13 +176,18 @@ def _checked_teacher_run(cfg: PCPConfig):
     return run_cfg
 
 
-def _trained_teacher(cfg: PCPConfig) -> dict:
-    """Stage 1 with ``teacher_run``: nothing to train; the run's files are the stage's outputs."""
-    _checked_teacher_run(cfg)
-    run_dir = Path(cfg.teacher_run)
-    final = json.loads((run_dir / "final_metrics.json").read_text(encoding="utf-8"))
+def _run_outputs(run_dir: Path, final: dict) -> dict:
+    """A training stage's marker outputs: the run, its final model and its eval/test metrics."""
     return {"run_dir": str(run_dir), "model": str(run_dir / "final"),
             "metrics": {k: v for k, v in final.items() if k.startswith("test_") or k.startswith("eval_")}}
+
+
+def _trained_teacher(cfg: PCPConfig) -> dict:
+    """Stage 1 with ``teacher_run``: nothing to train; the run's files are the stage's outputs (checked by
+    ``_settings``, which ``run_pipeline`` computes before running the stage)."""
+    run_dir = Path(cfg.teacher_run)
+    final = json.loads((run_dir / "final_metrics.json").read_text(encoding="utf-8"))
+    return _run_outputs(run_dir, final)
 
 
 def stage_teacher(cfg: PCPConfig, out: Path) -> dict:
@@ -193,8 +198,7 @@ def stage_teacher(cfg: PCPConfig, out: Path) -> dict:
     run_dir = out / DIRS[1]
     run_cfg = recipe_config(cfg.teacher_recipe, cfg.teacher_overrides, _forced(cfg, run_dir), "teacher_recipe")
     final = train(run_cfg, resume=last_checkpoint(run_dir) is not None)
-    return {"run_dir": str(run_dir), "model": str(run_dir / "final"),
-            "metrics": {k: v for k, v in final.items() if k.startswith("test_") or k.startswith("eval_")}}
+    return _run_outputs(run_dir, final)
 
 
 def stage_pseudo_labels(cfg: PCPConfig, out: Path) -> dict:
@@ -252,8 +256,7 @@ def stage_final(cfg: PCPConfig, out: Path) -> dict:
     run_cfg = _final_recipe(cfg, out)
     run_dir = out / DIRS[5]
     final = train(run_cfg, resume=last_checkpoint(run_dir) is not None)
-    return {"run_dir": str(run_dir), "model": str(run_dir / "final"),
-            "metrics": {k: v for k, v in final.items() if k.startswith("test_") or k.startswith("eval_")}}
+    return _run_outputs(run_dir, final)
 
 
 RUNNERS = {1: stage_teacher, 2: stage_pseudo_labels, 3: stage_corpus, 4: stage_cpt, 5: stage_final}
