@@ -14,15 +14,16 @@ from __future__ import annotations
 
 def _cmd_generate_set(args) -> int:
     from ..generation import load_for_inference
-    from .generate_set import (default_prompt_set, generate_set, load_prompt_set, precheck_resume,
-                               prompts_fingerprint, summary_path)
+    from .generate_set import (default_prompt_set, generate_set, load_prompt_set, precheck_resume, resume_header,
+                               summary_path)
 
     prompts = args.prompts or str(default_prompt_set())
     rows = load_prompt_set(prompts)  # read before loading the model: a bad file fails in a second
-    known = {"prompts_sha256": prompts_fingerprint(rows), "model": args.model, "dtype": args.dtype,
-             "system": args.system, "max_new_tokens": args.max_new_tokens, "temperature": args.temperature,
-             "top_p": args.top_p, "seed": args.seed, **({"chat_template": args.chat_template} if args.chat_template
-                                                         else {})}
+    known = resume_header(rows, model_spec=args.model, dtype=args.dtype, chat_template=args.chat_template,
+                          system=args.system, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                          top_p=args.top_p, seed=args.seed)
+    if not args.chat_template:  # it comes from the model: checked by generate_set once the model is loaded
+        known.pop("chat_template")
     precheck_resume(args.out, known)  # a resume file of another run fails before the model loads
     model, tokenizer, template = load_for_inference(args.model, args.dtype)
     summary = generate_set(

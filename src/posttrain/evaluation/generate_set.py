@@ -158,6 +158,14 @@ def read_sidecar(path: Path, header: dict) -> dict[int, dict]:
     return done
 
 
+def resume_header(rows: list[dict], *, model_spec: str, dtype: str, chat_template: str | None, system: str | None,
+                  max_new_tokens: int, temperature: float, top_p: float, seed: int) -> dict:
+    """The settings a resume file must share (RESUME_KEYS)."""
+    return {"prompts_sha256": prompts_fingerprint(rows), "model": model_spec, "dtype": dtype,
+            "chat_template": chat_template, "system": system, "max_new_tokens": max_new_tokens,
+            "temperature": temperature, "top_p": top_p, "seed": seed}
+
+
 def precheck_resume(out: str | Path, partial_header: dict) -> None:
     """Refuse a resume file made with other settings before the model loads (the settings known before loading it:
     the chat template may come from the model and is checked by ``generate_set``)."""
@@ -226,9 +234,8 @@ def generate_set(model, tokenizer, rows: list[dict], out: str | Path, *, model_s
     out, generator = Path(out), generator or model_spec
     if out.suffix != ".json":
         raise ConfigError(f"--out {out}: expected a .json file name (AlpacaEval model_outputs)")
-    header = {"prompts_sha256": prompts_fingerprint(rows), "model": model_spec, "dtype": dtype,
-              "chat_template": chat_template, "system": system, "max_new_tokens": max_new_tokens,
-              "temperature": temperature, "top_p": top_p, "seed": seed}
+    header = resume_header(rows, model_spec=model_spec, dtype=dtype, chat_template=chat_template, system=system,
+                           max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
     rows = rows[:limit] if limit else rows
     sidecar = sidecar_path(out)
     finished = read_finished(out, header, rows) if out.is_file() and not sidecar.is_file() else {}
