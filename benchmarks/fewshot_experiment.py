@@ -48,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from posttrain.cli import main as posttrain  # noqa: E402
+from posttrain.pipelines.grid import mean_std  # noqa: E402
 from posttrain.tasks import get_task  # noqa: E402
 
 RECIPES = {
@@ -77,22 +78,24 @@ def task_label(task_ref: str) -> str:
     return get_task(task_ref).name
 
 
+def max_length(task_ref: str) -> int:
+    return PAIR_MAX_LENGTH if get_task(task_ref).kind == "pair" else 128
+
+
 def budget(args, task_ref: str) -> list[str]:
     """The shared fine-tuning budget of every run on one task."""
     task = get_task(task_ref)
-    max_length = PAIR_MAX_LENGTH if task.kind == "pair" else 128
     every = max(1, args.steps // 4)
-    return [f"task.name={task_ref}", f"data.max_length={max_length}", f"train.max_steps={args.steps}",
+    return [f"task.name={task_ref}", f"data.max_length={max_length(task_ref)}", f"train.max_steps={args.steps}",
             f"train.learning_rate={args.learning_rate}", "train.per_device_batch_size=8", f"train.eval_steps={every}",
             f"train.logging_steps={every}", "train.save_steps=0", "train.progress=false",
             f"train.best_metric={task.metrics[0]}", f"task.max_test_examples={args.max_test}"]
 
 
 def cpt_settings(args, task_ref: str) -> list[str]:
-    max_length = PAIR_MAX_LENGTH if get_task(task_ref).kind == "pair" else 128
     every = max(1, args.steps // 4)
     return [f"max_pool_train={args.pool}", "max_pool_dev=32", f"cpt.max_steps={args.steps}",
-            f"cpt.eval_steps={every}", f"cpt.logging_steps={every}", f"cpt.max_length={max_length}",
+            f"cpt.eval_steps={every}", f"cpt.logging_steps={every}", f"cpt.max_length={max_length(task_ref)}",
             "cpt.progress=false"]
 
 
@@ -183,7 +186,7 @@ def final_metrics(args, method: str, name: str, seed: int) -> dict | None:
 
 
 def report(args) -> dict:
-    rows, cells = [], {}
+    rows = []
     for task_ref in args.tasks:
         task = get_task(task_ref)
         metric = task.metrics[0]
@@ -194,11 +197,9 @@ def report(args) -> dict:
                 if m and f"test_{metric}" in m:
                     values.append(100 * m[f"test_{metric}"])
                     devs.append(100 * m.get(f"best_eval_{metric}", m.get(f"eval_{metric}", float("nan"))))
-            cells[(method, task.name)] = values
+            mean, std = mean_std(values) if values else (None, None)  # population std, as the grid runner
             rows.append({"method": method, "task": task.name, "metric": metric, "seeds": len(values),
-                         "test": values, "dev": devs,
-                         "mean": statistics.fmean(values) if values else None,
-                         "std": statistics.pstdev(values) if values else None})
+                         "test": values, "dev": devs, "mean": mean, "std": std})
     out = {"setup": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "rows": rows}
     (args.out / "report.json").write_text(json.dumps(out, indent=2))
     names = [get_task(t).name for t in args.tasks]
