@@ -18,10 +18,8 @@ from pathlib import Path
 
 import torch
 
-from ..config import LossConfig
 from ..errors import ConfigError
-
-OUTPUT_ONLY = LossConfig(mode="output_only")
+from ..run_data import OUTPUT_ONLY
 
 
 @torch.no_grad()
