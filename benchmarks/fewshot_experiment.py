@@ -163,13 +163,12 @@ def run_task_seed(args, task_ref: str, seed: int) -> None:
     drop_weights(cell("prompt_ft_hard"))
     for method in ("cls", "prompt_ft_soft"):
         drop_weights(cell(method))
-    if "tapt" in methods:
+    if "tapt" in methods and not finished(cell("tapt")):  # CPT weights are (re)made only when a run needs them
         best = tapt_cpt(args, task_ref, args.out / "tapt" / name / "cpt")
-        run_dir = cell("tapt")
-        if not finished(run_dir):
-            train_run(args, RECIPES["prompt_ft_hard"], task_ref, seed, run_dir,
-                      [f"model.name_or_path={best}", "model.gguf_file="])
-        drop_weights(run_dir)
+        train_run(args, RECIPES["prompt_ft_hard"], task_ref, seed, cell("tapt"),
+                  [f"model.name_or_path={best}", "model.gguf_file="])
+    if "tapt" in methods:
+        drop_weights(cell("tapt"))
     if "self_training" in methods:
         self_training_run(args, task_ref, seed, cell("self_training"))
         drop_weights(cell("self_training"))
