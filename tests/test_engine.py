@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from posttrain.callbacks import StopAtStepCallback
 from posttrain.config import load_config
 from posttrain.engine import train
-from posttrain.errors import ConfigError
+from posttrain.errors import ConfigError, DataError
 
 ROWS = [
     {"messages": [{"role": "user", "content": "What is the capital of France?"}, {"role": "assistant", "content": "Paris."}]},
@@ -146,3 +146,19 @@ def test_refuses_to_overwrite_and_resume_without_checkpoint(tmp_path, tiny_model
     train(cfg)
     with pytest.raises(ConfigError, match="already holds checkpoints"):
         train(cfg)
+
+
+def test_bad_data_file_fails_before_the_model_loads(tmp_path, monkeypatch):
+    """The data are read first: a broken file is reported without loading weights (none exist here)."""
+    import posttrain.models
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the data were checked")
+
+    monkeypatch.setattr(posttrain.models, "load_model_and_tokenizer", no_load)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(ROWS[0]) + "\n{not json\n")
+    cfg = config(tmp_path, tmp_path / "no-model", bad, "bad")
+    with pytest.raises(DataError, match=r"bad\.jsonl:2"):
+        train(cfg)
+    assert not (tmp_path / "bad").exists()  # nothing half-written

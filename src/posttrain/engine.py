@@ -42,7 +42,7 @@ from .methods import ADAPTERS, DESCRIBE, OPTIMIZER_GROUPS, kl_regularisation, ne
 from .methods.objectives import OBJECTIVES
 from .methods.objectives import describe as describe_objective
 from .methods.instruction_loss import describe as describe_loss
-from .run_data import PreparedData, prepare_data
+from .run_data import PreparedData, prepare_data, read_rows
 
 
 class PosttrainTrainer(AtomicCheckpoints, Trainer):
@@ -348,11 +348,12 @@ def train(cfg: RunConfig, *, resume: bool = False, callbacks: list[TrainerCallba
             p.name.startswith("checkpoint-") for p in (run_dir / "checkpoints").iterdir()):
         raise ConfigError(f"train.output_dir: {run_dir} already holds checkpoints; pass --resume or choose a new dir")
 
+    rows = read_rows(cfg)  # before the model loads: a bad data file fails at once
     set_seed(cfg.train.seed)
     if model is None or tokenizer is None:
         model_cfg, num_labels = objective_model_config(cfg)
         model, tokenizer = load_model_and_tokenizer(model_cfg, for_training=True, num_labels=num_labels)
-    data = prepare_data(cfg, tokenizer, model)
+    data = prepare_data(cfg, tokenizer, model, rows)
     ext = extension(cfg, model, tokenizer, data) if extension else RunExtension()
     reference = kl_regularisation.reference_model(cfg, model)  # the starting weights, before anything trains
     model = ADAPTERS[cfg.adapter.type](model, cfg, tokenizer)

@@ -22,8 +22,6 @@ from .methods.objectives import prepare as prepare_objective
 OUTPUT_ONLY = LossConfig(mode="output_only")
 
 
-
-
 @dataclasses.dataclass
 class PreparedData:
     train: object
@@ -70,7 +68,23 @@ def task_split(cfg: RunConfig, task, which: str, limit: int | None = None) -> li
     return rows
 
 
-def prepare_task_data(cfg: RunConfig, tokenizer) -> PreparedData:
+def read_rows(cfg: RunConfig) -> dict[str, list[dict]]:
+    """Every example a run reads, by split, parsed without tokenizer or model.
+
+    The engine calls this before it loads the model, so that a bad data file fails in seconds with its one-line
+    error instead of after the weights have loaded.
+    """
+    if not cfg.task.name:
+        train, evals = split_examples(cfg)
+        return {"train": train, "eval": evals}
+    from .tasks import get_task
+
+    task, t = get_task(cfg.task.name), cfg.task
+    limits = {"train": None, "eval": t.max_eval_examples, "test": t.max_test_examples}
+    return {which: task_split(cfg, task, which, limit) for which, limit in limits.items() if getattr(t, which)}
+
+
+def prepare_task_data(cfg: RunConfig, tokenizer, rows: dict[str, list[dict]]) -> PreparedData:
     """A declared classification task: label-word loss for training, rank-classification metrics for eval/test."""
     from .data.classification import build_classification_dataset
     from .evaluation.task_eval import build_task_scorer
@@ -78,31 +92,33 @@ def prepare_task_data(cfg: RunConfig, tokenizer) -> PreparedData:
 
     task = get_task(cfg.task.name)
     t, d = cfg.task, cfg.data
-    train_rows = task_split(cfg, task, "train")[: d.max_train_examples or None]
+    train_rows = rows["train"][: d.max_train_examples or None]
     common = dict(form=t.form, max_length=d.max_length, label_tokens=t.label_tokens)
     train, train_stats = build_classification_dataset(tokenizer, task, train_rows, source=t.train, **common)
     evals = eval_stats = eval_scorer = test_scorer = None
     if t.eval:
-        eval_rows = task_split(cfg, task, "eval", t.max_eval_examples)
+        eval_rows = rows["eval"]
         evals, eval_stats = build_classification_dataset(tokenizer, task, eval_rows, source=t.eval, **common)
         eval_scorer = build_task_scorer(tokenizer, task, eval_rows, batch_size=cfg.train.per_device_batch_size,
                                         **common)
     if t.test:
-        test_rows = task_split(cfg, task, "test", t.max_test_examples)
+        test_rows = rows["test"]
         test_scorer = build_task_scorer(tokenizer, task, test_rows, batch_size=cfg.train.per_device_batch_size,
                                         **common)
     return PreparedData(train, evals, train_stats, eval_stats, None, eval_scorer, test_scorer)
 
 
-def prepare_data(cfg: RunConfig, tokenizer, model=None) -> PreparedData:
+def prepare_data(cfg: RunConfig, tokenizer, model=None, rows: dict[str, list[dict]] | None = None) -> PreparedData:
+    """Datasets, statistics and scorers of a run; ``rows`` are ``read_rows(cfg)`` when the caller already has them."""
+    rows = read_rows(cfg) if rows is None else rows
     if cfg.task.name and cfg.task.objective in OBJECTIVES:
-        parts = prepare_objective(cfg, tokenizer, model, task_split)
+        parts = prepare_objective(cfg, tokenizer, model, lambda _cfg, _task, which, _limit: rows[which])
         return PreparedData(parts["train"], parts["eval"], parts["train_stats"], parts["eval_stats"], None,
                             parts["eval_scorer"], parts["test_scorer"], parts["collator"], parts["loss"])
     if cfg.task.name:
-        return prepare_task_data(cfg, tokenizer)
+        return prepare_task_data(cfg, tokenizer, rows)
     template = resolve_template(tokenizer, cfg.data.chat_template)
-    train_rows, eval_rows = split_examples(cfg)
+    train_rows, eval_rows = rows["train"], rows["eval"]
     train, train_stats = build_sft_dataset(
         tokenizer, train_rows, template, cfg.loss, cfg.data.max_length, source=cfg.data.train_file,
         overlong=cfg.data.overlong,
