@@ -298,7 +298,7 @@ def plot(args, rows: list[dict], names: list[str]) -> None:
     plt.close(fig)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "fewshot_experiment")
     parser.add_argument("--tasks", nargs="+", default=TASKS)
@@ -309,7 +309,7 @@ def main() -> None:
     parser.add_argument("--max-test", type=int, default=200)
     parser.add_argument("--pool", type=int, default=128, help="unlabelled pool texts for TAPT/PCP CPT")
     parser.add_argument("--report-only", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     args.out = args.out.resolve()
     os.chdir(ROOT)  # the recipes and task files are named relative to the repository root
     args.out.mkdir(parents=True, exist_ok=True)
