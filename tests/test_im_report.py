@@ -2,8 +2,6 @@
 
 import json
 
-import pytest
-
 from posttrain.cli import main
 from posttrain.evaluation.alpaca_format import write_summary
 from posttrain.evaluation.im_report import collect

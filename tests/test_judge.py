@@ -3,7 +3,6 @@ local judge's padded batches against a brute-force forward pass, and the command
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import threading

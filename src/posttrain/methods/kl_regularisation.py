@@ -24,11 +24,10 @@ import contextlib
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import ConfigError
-from ..losses import CHUNK_ELEMENTS, _selected_hidden, _targets, _unwrap, fusable_head, target_positions
+from ..losses import CHUNK_ELEMENTS, _selected_hidden, _targets, fusable_head, target_positions
 
 FORMS = ("full", "single_sample")
 
