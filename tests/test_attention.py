@@ -76,3 +76,16 @@ def test_packed_training_run_equals_sdpa(tmp_path, tiny_model_dir):
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-5), key
     assert f"attn_implementation: {NAME}" in (tmp_path / NAME / "config.yaml").read_text()
+
+
+def test_auto_picks_varlen_for_packed_training_and_sdpa_otherwise(tmp_path, tiny_model_dir):
+    from posttrain.attention import choose
+    from posttrain.engine import train
+
+    assert (choose("auto", True), choose("auto", False), choose("eager", True)) == (NAME, "sdpa", "eager")
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    for name, packing in (("packed", "true"), ("padded", "false")):
+        train(config(tmp_path, tiny_model_dir, path, name, f"train.packing={packing}", "train.max_steps=1"))
+    meta = {name: json.loads((tmp_path / name / "run_meta.json").read_text()) for name in ("packed", "padded")}
+    assert meta["packed"]["model"]["attention"] == NAME and meta["padded"]["model"]["attention"] == "sdpa"

@@ -66,6 +66,14 @@ def varlen_attention(module, query, key, value, attention_mask, **kwargs):
     return torch.cat(rows, dim=0), None
 
 
+def choose(requested: str | None, packed: bool) -> str | None:
+    """``auto`` -> this module's attention for packed training batches (cost sum of L_i^2 and no T x T mask, where
+    ``sdpa`` builds a dense block mask; README, "Benchmarks"), ``sdpa`` otherwise; any other name is kept."""
+    if requested != "auto":
+        return requested
+    return NAME if packed else "sdpa"
+
+
 def register() -> str:
     """Make ``attn_implementation="posttrain_varlen"`` known to transformers (idempotent); returns the name."""
     from transformers import AttentionInterface

@@ -43,9 +43,10 @@ class ModelConfig:
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = _f("float32", "Weights dtype for training/inference.")
     trust_remote_code: bool = _f(False, "Allow model code from the hub to run. Off unless you trust the repo.")
     attn_implementation: Optional[str] = _f(
-        "sdpa",
+        "auto",
         "Attention backend passed to transformers (sdpa, eager, flash_attention_2, ...), or posttrain_varlen: SDPA "
-        "run per packed example, without a dense block mask (faster padding-free batching on any device).",
+        "run per packed example, without a dense block mask (faster padding-free batching on any device). auto = "
+        "posttrain_varlen when train.packing is on, else sdpa.",
     )
     head: Literal["auto", "causal_lm", "masked_lm", "seq2seq_lm", "sequence_classification"] = _f(
         "auto",

@@ -28,7 +28,7 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from . import __version__
-from . import distributed
+from . import attention, distributed
 from .best_weights import BestWeightsCallback
 from .checkpointing import AtomicCheckpoints, complete_checkpoints, last_checkpoint, save_final_model  # noqa: F401
 from .checkpointing import step_of as _step_of
@@ -352,6 +352,8 @@ def train(cfg: RunConfig, *, resume: bool = False, callbacks: list[TrainerCallba
     set_seed(cfg.train.seed)
     if model is None or tokenizer is None:
         model_cfg, num_labels = objective_model_config(cfg)
+        model_cfg = dataclasses.replace(
+            model_cfg, attn_implementation=attention.choose(model_cfg.attn_implementation, cfg.train.packing))
         model, tokenizer = load_model_and_tokenizer(model_cfg, for_training=True, num_labels=num_labels)
     data = prepare_data(cfg, tokenizer, model, rows)
     ext = extension(cfg, model, tokenizer, data) if extension else RunExtension()

@@ -193,10 +193,10 @@ def _looks_like_path(name: str) -> bool:
 def _common_kwargs(cfg: ModelConfig) -> dict:
     kwargs = {"dtype": _torch_dtype(cfg.dtype), "trust_remote_code": cfg.trust_remote_code}
     if cfg.attn_implementation:
-        from .attention import register
+        from .attention import choose, register
 
         register()  # posttrain_varlen (padding-free attention without a dense mask) becomes a valid name
-        kwargs["attn_implementation"] = cfg.attn_implementation
+        kwargs["attn_implementation"] = choose(cfg.attn_implementation, packed=False)  # the engine resolves packing
     return kwargs
 
 
@@ -357,7 +357,8 @@ def describe_model(model) -> dict:
             trainable += param.numel()
     dtype = getattr(model, "dtype", None) or next(model.parameters()).dtype
     return {"class": type(model).__name__, "parameters": total, "trainable": trainable,
-            "dtype": str(dtype).removeprefix("torch.")}
+            "dtype": str(dtype).removeprefix("torch."),
+            "attention": getattr(getattr(model, "config", None), "_attn_implementation", None)}
 
 
 def load_tokenizer(cfg: ModelConfig):
