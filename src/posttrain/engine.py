@@ -19,15 +19,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from . import __version__
 from . import attention, distributed
 from .best_weights import BestWeightsCallback
 from .checkpointing import AtomicCheckpoints, complete_checkpoints, last_checkpoint, save_final_model  # noqa: F401
@@ -38,11 +35,10 @@ from .data.sft import SFTCollator
 from .errors import ConfigError
 from .io_utils import atomic_write_json, atomic_write_text, remove_stale_temp_files
 from .losses import token_nll, weighted_nll_sum
-from .methods import ADAPTERS, DESCRIBE, OPTIMIZER_GROUPS, kl_regularisation, neftune
+from .methods import ADAPTERS, OPTIMIZER_GROUPS, kl_regularisation, neftune
 from .methods.objectives import OBJECTIVES
-from .methods.objectives import describe as describe_objective
-from .methods.instruction_loss import describe as describe_loss
-from .run_data import PreparedData, prepare_data, read_rows
+from .run_data import prepare_data, read_rows
+from .run_meta import run_metadata
 
 
 class PosttrainTrainer(AtomicCheckpoints, Trainer):
@@ -258,50 +254,6 @@ def objective_model_config(cfg: RunConfig) -> tuple:
     wanted = OBJECTIVES[cfg.task.objective].model_overrides(cfg, get_task(cfg.task.name))
     num_labels = wanted.pop("num_labels", None)
     return dataclasses.replace(cfg.model, **wanted), num_labels
-
-
-def run_metadata(cfg: RunConfig, model, data: PreparedData) -> dict:
-    import datasets
-    import peft
-    import transformers
-
-    from .models import describe_model
-
-    return {
-        "posttrain": __version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "peft": peft.__version__,
-        "datasets": datasets.__version__,
-        "command": " ".join(sys.argv),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "model": describe_model(model),
-        "loss": describe_loss(cfg.loss),
-        "adapter": describe_adapter(cfg, model),
-        "regularisation": {"kl": kl_regularisation.describe(cfg) or None,
-                           "neftune": neftune.describe(cfg) if cfg.train.neftune_alpha > 0 else None},
-        "task": describe_objective(cfg) if cfg.task.name else None,
-        "chat_template": cfg.data.chat_template,
-        "optimizer": {
-            "name": "adamw_torch",
-            "betas": [cfg.train.adam_beta1, cfg.train.adam_beta2],
-            "eps": cfg.train.adam_epsilon,
-            "note": "IM paper: betas (0.9, 0.98), eps 1e-6; the IM reference code: torch defaults (0.9, 0.999), 1e-8",
-        },
-        "data": {
-            "train": dataclasses.asdict(data.train_stats),
-            "eval": dataclasses.asdict(data.eval_stats) if data.eval_stats else None,
-        },
-    }
-
-
-def describe_adapter(cfg: RunConfig, model) -> dict:
-    """What trains, with the method's named choices (recorded in run_meta.json)."""
-    out = {"type": cfg.adapter.type, "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
-    describe = DESCRIBE.get(cfg.adapter.type)
-    return {**out, **(describe(cfg) if describe else {})}
 
 
 def finished_from_checkpoint(trainer, checkpoint: Path, metrics_cb: MetricsCallback) -> float:

@@ -1,0 +1,102 @@
+"""benchmarks/fewshot_experiment.py: the commands it runs, in which order, what a rerun skips, and its table.
+
+The posttrain commands are replaced by a fake that writes the files a real run leaves (final metrics, stage
+markers, weights), so the driver's own logic is tested in milliseconds; the commands themselves are tested in their
+modules' tests.
+"""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def experiment(monkeypatch, tmp_path):
+    spec = importlib.util.spec_from_file_location("fewshot_experiment", ROOT / "benchmarks" / "fewshot_experiment.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.chdir(tmp_path)  # main() changes directory; monkeypatch restores the original afterwards
+    calls = []
+
+    def fake_run(argv, log_path):
+        calls.append(argv)
+        opts = dict(a.split("=", 1) for a in argv if "=" in a)
+        seed = int(opts.get("train.seed", opts.get("seed", 0)))
+        score = {"prompt_ft_hard": 0.80, "cls": 0.50, "prompt_ft_soft": 0.81, "tapt": 0.84, "self_training": 0.82}
+        if argv[0] in ("train", "self-train"):
+            out = Path(opts.get("train.output_dir") or opts["output_dir"])
+            method = out.parts[-3]
+            (out / "final").mkdir(parents=True)
+            metrics = {"test_accuracy": score[method] + seed / 1000, "best_eval_accuracy": 0.75}
+            (out / "final_metrics.json").write_text(json.dumps(metrics))
+        elif argv[0] == "pcp":
+            out = Path(opts["output_dir"])
+            (out / "stage5_final" / "final").mkdir(parents=True)
+            (out / "stage5_final" / "final_metrics.json").write_text(json.dumps({"test_accuracy": 0.9 + seed / 1000}))
+            (out / "stage5.done.json").write_text("{}")
+        elif argv[0] == "tapt":
+            out = Path(opts["output_dir"])
+            (out / "stage4_cpt" / "best").mkdir(parents=True)
+            (out / "stage4.done.json").write_text("{}")
+
+    monkeypatch.setattr(module, "run", fake_run)
+    return module, calls, tmp_path / "out"
+
+
+def test_one_seed_runs_every_method_in_order_with_the_teacher_and_cpt_it_needs(experiment):
+    module, calls, out = experiment
+    module.main(["--out", str(out), "--tasks", "SST-2", "--seeds", "13"])
+    assert [c[0] for c in calls] == ["train", "train", "train", "pcp", "tapt", "train", "self-train"]
+    recipes = [c[1] for c in calls if c[0] == "train"]
+    assert recipes[:3] == [module.RECIPES[m] for m in ("prompt_ft_hard", "cls", "prompt_ft_soft")]
+    pcp = dict(a.split("=", 1) for a in calls[3] if "=" in a)
+    assert pcp["teacher_run"] == str(out / "prompt_ft_hard" / "SST-2" / "seed13")
+    assert calls[4][1:3] == ["--stages", "3-4"]
+    assert f"model.name_or_path={out / 'tapt' / 'SST-2' / 'cpt' / 'stage4_cpt' / 'best'}" in calls[5]
+    for call in calls:  # one budget for every run on the task
+        if call[0] in ("train", "self-train"):
+            assert {"train.max_steps=16", "train.learning_rate=5e-05", "task.seed=13", "train.seed=13"} <= set(call)
+    # weights are gone once nothing needs them, the metrics stay
+    assert not list(out.glob("*/SST-2/seed13/final")) and not (out / "pcp/SST-2/seed13/stage5_final/final").exists()
+    assert not (out / "tapt/SST-2/cpt/stage4_cpt/best").exists()
+    assert len(list(out.glob("*/SST-2/seed13/**/final_metrics.json"))) == 6
+
+
+def test_rerun_skips_finished_runs_and_remakes_cpt_only_for_a_tapt_run_that_still_trains(experiment):
+    module, calls, out = experiment
+    module.main(["--out", str(out), "--tasks", "SST-2", "--seeds", "13"])
+    calls.clear()
+    module.main(["--out", str(out), "--tasks", "SST-2", "--seeds", "13"])
+    assert calls == []  # everything finished: no command, not even TAPT's CPT (its weights were dropped)
+    module.main(["--out", str(out), "--tasks", "SST-2", "--seeds", "13", "21"])
+    assert [c[0] for c in calls] == ["train", "train", "train", "pcp", "tapt", "train", "self-train"]
+    assert calls[4][1:5] == ["--stages", "4", "--force", "4"]  # CPT done before: only its weights are remade
+
+
+def test_a_run_killed_midway_starts_over(experiment):
+    module, calls, out = experiment
+    partial = out / "cls" / "SST-2" / "seed13"
+    (partial / "checkpoints").mkdir(parents=True)
+    (partial / "metrics.jsonl").write_text('{"step": 1}\n')
+    module.main(["--out", str(out), "--tasks", "SST-2", "--seeds", "13", "--methods", "cls"])
+    assert [c[0] for c in calls] == ["train"] and not (partial / "metrics.jsonl").exists()
+
+
+def test_report_table_is_mean_and_population_std_over_finished_seeds(experiment):
+    module, calls, out = experiment
+    module.main(["--out", str(out), "--tasks", "SST-2", "--seeds", "13", "21", "--methods", "prompt_ft_hard", "pcp"])
+    report = json.loads((out / "report.json").read_text())
+    hard = next(r for r in report["rows"] if r["method"] == "prompt_ft_hard")
+    assert hard["test"] == pytest.approx([81.3, 82.1]) and hard["mean"] == pytest.approx(81.7)
+    assert hard["std"] == pytest.approx(0.4)  # population std: |81.3 - 82.1| / 2
+    table = (out / "report.md").read_text()
+    assert "| prompt_ft_hard | 81.7 ± 0.4 | 81.7 |" in table and "| pcp | 91.7 ± 0.4 | 91.7 |" in table
+    assert (out / "report.png").stat().st_size > 0
+    # a seed that has not finished is counted, not hidden
+    module.main(["--out", str(out), "--tasks", "SST-2", "--seeds", "13", "21", "42", "--methods", "cls",
+                 "--report-only"])
+    assert "| cls | - | - |" in (out / "report.md").read_text()
