@@ -203,6 +203,9 @@ def test_report_is_rebuilt_from_final_metrics_files(setup, capsys):
                                            r"'train.max_stepz'; did you mean 'train.max_steps'\?"),
     ({"select_metric": "mcc"}, r"select_metric: 'mcc' is not a metric of toy-kshot \(accuracy, f1\)"),
     ({"seeds": [3]}, r"seed 3 is not one of 1, 2"),
+    ({"std": "samples"}, r"grid.yaml: std: expected one of population, sample, got 'samples'; did you mean 'sample'"),
+    ({"recipes": ["full.yaml"]}, r"grid.yaml: recipes: expected a mapping, got \['full.yaml'\]"),
+    ({"percent": "yes"}, r"grid.yaml: percent: expected true or false, got 'yes'"),
 ])
 def test_bad_grid_yaml_gives_one_line_errors(setup, change, message):
     with pytest.raises(ConfigError, match=message) as err:

@@ -420,6 +420,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         return value
+    if (tp is dict or origin is dict) and not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a mapping, got {value!r}")
     return value
 
 

@@ -17,7 +17,6 @@ unless ``std: sample``.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import gc
 import itertools
@@ -28,7 +27,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Literal, Optional
 
 import yaml
 
@@ -63,8 +62,9 @@ class GridConfig:
                                       "the same metric on test (the task's first metric when selecting on a loss).")
     overrides: list = _f([], "section.key=value overrides applied to every cell (after the recipe).")
     task_overrides: dict = _f({}, "Task name -> overrides for that task's cells, e.g. {RTE: [data.max_length=256]}.")
-    std: str = _f("population", "Std over seeds: population (ddof 0, as LM-BFF) or sample (ddof 1).")
-    keep_weights: str = _f("selected", "Weights kept once a (method, task, seed) group is finished: all, selected "
+    std: Literal["population", "sample"] = _f("population", "Std over seeds: population (ddof 0, as LM-BFF) or "
+                                              "sample (ddof 1).")
+    keep_weights: Literal["all", "selected", "none"] = _f("selected", "Weights kept once a (method, task, seed) group is finished: all, selected "
                            "(final/ of the chosen cell only; checkpoints/ removed) or none (metrics only).")
     percent: bool = _f(True, "Show metrics x100 in the Markdown table and the plot (JSON keeps raw values).")
 
@@ -143,28 +143,18 @@ def _check_data(cfg, task, where: str, seen: set) -> None:
             seen.add(key)
 
 
-_TYPES = {"output_dir": str, "recipes": dict, "tasks": list, "seeds": list, "seed_keys": list, "axes": dict,
-          "overrides": list, "task_overrides": dict, "percent": bool}
-_CHOICES = {"std": ("population", "sample"), "keep_weights": ("all", "selected", "none")}
-
-
 def read_grid(path: str | Path, extra_overrides: list[str] | None = None) -> GridConfig:
     """The grid YAML as a GridConfig, with one-line errors for unknown keys, wrong types and empty lists."""
+    from ..config import build_dataclass
+
     path = Path(path)
     raw = read_yaml_file(path, "grid")
     if not isinstance(raw, dict):
         _bad(str(path), f"expected a mapping (output_dir, recipes, tasks, seeds, axes, ...), got {type(raw).__name__}")
     defaults = GridConfig()
-    for key, value in raw.items():
-        if not hasattr(defaults, key):
-            _bad(str(path), f"unknown key '{key}'" + _hint(key, [f.name for f in dataclasses.fields(GridConfig)]))
-        if value is None and isinstance(getattr(defaults, key), (list, dict)):
-            raw[key] = getattr(defaults, key)  # an empty 'overrides:' means none
-        elif key in _TYPES and not isinstance(value, _TYPES[key]):
-            _bad(f"{path}: {key}", f"expected a {_TYPES[key].__name__}, got {value!r}")
-        elif key in _CHOICES and value not in _CHOICES[key]:
-            _bad(f"{path}: {key}", f"expected one of {', '.join(_CHOICES[key])}, got {value!r}")
-    grid = GridConfig(**raw)
+    # an empty 'overrides:' means none: a null list or mapping key keeps its default
+    raw = {k: v for k, v in raw.items() if not (v is None and isinstance(getattr(defaults, k, None), (list, dict)))}
+    grid = build_dataclass(GridConfig, raw, str(path))
     grid.overrides = [*grid.overrides, *(extra_overrides or [])]
     if not grid.output_dir:
         _bad(f"{path}: output_dir", "required: the grid's output folder, e.g. runs/grid/prompt_ft")
