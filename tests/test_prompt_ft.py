@@ -258,3 +258,31 @@ def test_masked_lm_trains_with_the_verbalizer_objective(tmp_path, mlm_tokenizer,
     start = next(r for r in records if "eval_output_loss" in r)
     assert start["eval_output_loss"] > final["eval_output_loss"] + 0.2  # chance level ~0.69 -> well below
     assert final["test_accuracy"] >= 0.75
+
+
+@pytest.mark.parametrize("objective", ["verbalizer", "classifier"])
+def test_scorer_loss_equals_the_loss_pass_over_the_eval_dataset(tiny_model_dir, toy_task, objective):
+    """Evaluation reads the loss from the scorer's pass (sorted by length, its own batches): it must be the mean
+    of the training loss over the eval dataset, batched any other way."""
+    from posttrain.engine import objective_model_config
+    from posttrain.models import load_model_and_tokenizer
+    from posttrain.run_data import prepare_data
+
+    cfg = load_config(None, [
+        f"model.name_or_path={tiny_model_dir}", f"task.name={toy_task}", "task.train=files:train",
+        "task.eval=files:train", "task.test=", "data.max_length=32", "train.per_device_batch_size=4",
+        "task.form=template",
+        f"task.objective={objective}", "adapter.type=full",
+    ])
+    model_cfg, num_labels = objective_model_config(cfg)
+    model, tokenizer = load_model_and_tokenizer(model_cfg, num_labels=num_labels)
+    data = prepare_data(cfg, tokenizer, model)
+    rows = list(data.eval)
+    with torch.no_grad():
+        model.eval()
+        losses = torch.cat([data.example_loss(model, data.collator(rows[i:i + 3])) for i in range(0, len(rows), 3)])
+    _, per_row = data.eval_scorer.scores_and_losses(model)
+    assert torch.allclose(per_row, losses.float(), atol=1e-5)  # each row's own loss, in dataset order
+    metrics = data.eval_scorer(model)
+    assert metrics["output_tokens"] == len(rows) == 32
+    assert metrics["output_loss"] == pytest.approx(losses.double().mean().item(), abs=1e-6)

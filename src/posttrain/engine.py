@@ -126,12 +126,24 @@ class PosttrainTrainer(AtomicCheckpoints, Trainer):
         super().log(logs, *args, **kwargs)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
-        dataloader = self.get_eval_dataloader(eval_dataset)
         model = self.model_wrapped if self.model_wrapped is not None else self.model
+        start = time.time()
+        # a task scorer gives the metrics, and with them the loss when it measures it (one pass over the split)
+        metrics = dict(self._task_scorer(model)) if self._task_scorer is not None else {}
+        if "output_loss" not in metrics:
+            metrics.update(self._output_loss(model, self.get_eval_dataloader(eval_dataset)))
+        metrics = {f"{metric_key_prefix}_{k}": v for k, v in metrics.items()}
+        metrics[f"{metric_key_prefix}_runtime"] = round(time.time() - start, 3)
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        model.train()
+        return metrics
+
+    def _output_loss(self, model, dataloader) -> dict:
+        """Mean loss over the eval dataset: per output token (instruction data) or per example (``example_loss``)."""
         model.eval()
         nll_sum = torch.zeros((), device=self.args.device, dtype=torch.float64)
         count = torch.zeros((), device=self.args.device, dtype=torch.float64)
-        start = time.time()
         with torch.no_grad():
             for batch in dataloader:
                 batch = self._prepare_inputs(batch)
@@ -147,18 +159,7 @@ class PosttrainTrainer(AtomicCheckpoints, Trainer):
                     sums, counts = self.accelerator.gather_for_metrics((sums, counts))
                 nll_sum += sums.sum()
                 count += counts.sum()
-        loss = (nll_sum / count.clamp(min=1)).item()
-        metrics = {
-            f"{metric_key_prefix}_output_loss": loss,
-            f"{metric_key_prefix}_output_tokens": int(count.item()),
-        }
-        if self._task_scorer is not None:  # every process scores the whole split (same weights, same result)
-            metrics.update({f"{metric_key_prefix}_{k}": v for k, v in self._task_scorer(model).items()})
-        metrics[f"{metric_key_prefix}_runtime"] = round(time.time() - start, 3)
-        self.log(metrics)
-        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
-        model.train()
-        return metrics
+        return {"output_loss": (nll_sum / count.clamp(min=1)).item(), "output_tokens": int(count.item())}
 
 
 def per_example_nll(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:

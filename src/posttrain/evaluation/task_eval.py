@@ -15,6 +15,7 @@ import torch
 from ..data.classification import context_and_words, encode_choices
 from .metrics import compute
 from .scorer import _pad, _progress, choose, selected_logits
+from .sharding import my_batches, sum_over_processes
 
 
 @dataclass
@@ -50,20 +51,23 @@ class TaskScorer:
         (the same scores as ``choose``, without running the context once per label)."""
         device = next(model.parameters()).device
         order = sorted(range(len(self.contexts)), key=lambda i: -len(self.contexts[i]))
+        chunks = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
         out = torch.zeros(len(self.contexts), len(self.task.labels), dtype=torch.float32)
         with _progress(len(order), progress, "scoring") as bar:
-            for start in range(0, len(order), self.batch_size):
-                chunk = order[start : start + self.batch_size]
+            for index in my_batches(len(chunks)):  # this process's share (evaluation/sharding.py)
+                chunk = chunks[index if index is not None else 0]
                 ids, mask = _pad([self.contexts[i] for i in chunk], self.pad_token_id)
                 keep = torch.zeros_like(mask)
                 for row, i in enumerate(chunk):
                     keep[row, len(self.contexts[i]) - 1] = True
                 logits = selected_logits(model, ids.to(device), mask.to(device), keep.to(device))
+                if index is None:  # a repeat that keeps the processes' forward counts equal
+                    continue
                 logp = torch.log_softmax(logits.float(), dim=-1)
                 for row, i in enumerate(chunk):
                     out[i] = logp[row, [option[0] for option in self.choices[i]]].cpu()
                 bar.update(len(chunk))
-        return out
+        return sum_over_processes(out, device)
 
     def __call__(self, model, progress: bool | str = False) -> dict[str, float]:
         was_training = model.training

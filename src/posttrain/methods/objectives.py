@@ -27,7 +27,12 @@ from . import dart_lite, prompt_ft
 
 @dataclass
 class LabelScorer:
-    """Dev/test metrics and label distributions of a task split under a scores function."""
+    """Dev/test metrics and label distributions of a task split under a scores function.
+
+    With ``loss_of`` ((scores, batch) -> per-example training loss) the same pass also gives the split's mean loss
+    (``output_loss``), so an evaluation runs the model once over the split, not once for the loss and once for
+    the metrics. In a distributed run each process scores a share of the batches (``evaluation.sharding``).
+    """
 
     task: object
     rows: list
@@ -35,44 +40,64 @@ class LabelScorer:
     batch_size: int
     collate: Callable
     scores: Callable  # (model, batch) -> (B, C)
+    loss_of: Callable | None = None  # (scores, batch) -> (B,) the objective's per-example loss
 
     def __len__(self) -> int:
         return len(self.rows)
 
     @torch.no_grad()
-    def label_scores(self, model, progress: bool | str = False) -> torch.Tensor:
-        """(N, C) log-probabilities of the labels (rows sum to 1 after exp)."""
+    def scores_and_losses(self, model, progress: bool | str = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(N, C) log-probabilities of the labels (rows sum to 1 after exp), and the (N,) losses with ``loss_of``."""
         from ..evaluation.scorer import _progress
+        from ..evaluation.sharding import my_batches, sum_over_processes
 
         device = next(model.parameters()).device
         order = sorted(range(len(self.rows)), key=lambda i: -len(self.rows[i]["input_ids"]))
+        chunks = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
         out = torch.zeros(len(self.rows), len(self.task.labels))
+        losses = torch.zeros(len(self.rows)) if self.loss_of else None
         was_training = model.training
         model.eval()
         try:
             with _progress(len(order), progress, "scoring") as bar:
-                for start in range(0, len(order), self.batch_size):
-                    chunk = order[start : start + self.batch_size]
+                for index in my_batches(len(chunks)):
+                    chunk = chunks[index if index is not None else 0]
                     batch = self.collate([self.rows[i] for i in chunk])
                     batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-                    out[chunk] = torch.log_softmax(self.scores(model, batch).float(), -1).cpu()
+                    scores = self.scores(model, batch)
+                    if index is None:  # a repeat that keeps the processes' forward counts equal
+                        continue
+                    out[chunk] = torch.log_softmax(scores.float(), -1).cpu()
+                    if losses is not None:
+                        losses[chunk] = self.loss_of(scores, batch).float().cpu()
                     bar.update(len(chunk))
         finally:
             model.train(was_training)
-        return out
+        out = sum_over_processes(out, device)
+        return out, None if losses is None else sum_over_processes(losses, device)
 
-    def predict(self, model, progress: bool | str = False) -> list:
-        logp = self.label_scores(model, progress)
+    def label_scores(self, model, progress: bool | str = False) -> torch.Tensor:
+        """(N, C) log-probabilities of the labels (rows sum to 1 after exp)."""
+        return self.scores_and_losses(model, progress)[0]
+
+    def _predictions(self, logp: torch.Tensor) -> list:
         reg = self.task.regression
         if reg is not None:  # y_hat = lb + p(high) (ub - lb)
             return (reg.lb + logp[:, 1].exp() * (reg.ub - reg.lb)).tolist()
         return [self.task.labels[int(i)] for i in logp.argmax(-1)]
 
+    def predict(self, model, progress: bool | str = False) -> list:
+        return self._predictions(self.label_scores(model, progress))
+
     def __call__(self, model, progress: bool | str = False) -> dict[str, float]:
-        predictions = self.predict(model, progress)
+        logp, losses = self.scores_and_losses(model, progress)
         positive = getattr(self.task, "positive_label", None) or "1"
-        metrics = compute(self.task.metrics, predictions, self.gold, positive_label=positive, labels=self.task.labels)
+        metrics = compute(self.task.metrics, self._predictions(logp), self.gold, positive_label=positive,
+                          labels=self.task.labels)
         metrics["examples"] = len(self.gold)
+        if losses is not None:  # the same quantity and names as the engine's loss pass over the eval dataset
+            metrics["output_loss"] = losses.double().mean().item() if len(losses) else float("nan")
+            metrics["output_tokens"] = len(losses)
         return metrics
 
 
@@ -158,8 +183,11 @@ def prepare(cfg, tokenizer, model, read_split: Callable):
     scores = lambda m, batch: objective.scores(m, batch, kind)  # noqa: E731
     regression = task.is_regression
 
+    def loss_of(label_scores, batch):
+        return prompt_ft.example_losses(label_scores, batch, regression)
+
     def loss(m, batch):
-        return prompt_ft.example_losses(scores(m, batch), batch, regression)
+        return loss_of(scores(m, batch), batch)
 
     def rows_of(which, limit=None):
         examples = read_split(cfg, task, which, limit)
@@ -176,10 +204,10 @@ def prepare(cfg, tokenizer, model, read_split: Callable):
     if t.eval:
         examples, rows, stats = rows_of("eval", t.max_eval_examples)
         out.update(eval=datasets.Dataset.from_list(rows), eval_stats=stats,
-                   eval_scorer=LabelScorer(task, rows, _gold(task, examples), batch, collate, scores))
+                   eval_scorer=LabelScorer(task, rows, _gold(task, examples), batch, collate, scores, loss_of))
     if t.test:
         examples, rows, _ = rows_of("test", t.max_test_examples)
-        out["test_scorer"] = LabelScorer(task, rows, _gold(task, examples), batch, collate, scores)
+        out["test_scorer"] = LabelScorer(task, rows, _gold(task, examples), batch, collate, scores, loss_of)
     return out
 
 
