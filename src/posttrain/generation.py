@@ -28,29 +28,35 @@ def is_run_dir(path: str | Path) -> bool:
     return (path / "config.yaml").is_file() and (path / "final").is_dir()
 
 
+def load_run(run_dir: str | Path, model_cfg: ModelConfig, *, for_training: bool = False,
+             num_labels: int | None = None):
+    """(model, tokenizer) of a finished run: ``final/`` as a full model, or as a PEFT or soft-prompt adapter on
+    ``model_cfg``'s base model (the run's ``model`` section, possibly with another dtype or head)."""
+    from .methods.soft_prompt_io import is_soft_prompt_dir, load_soft_prompt
+    from .models import load_model_and_tokenizer
+
+    if not is_run_dir(run_dir):
+        raise ModelLoadError(f"{run_dir}: run directory has no final/ weights (did the run finish?)")
+    final = Path(run_dir) / "final"
+    if is_soft_prompt_dir(final):  # prompt tuning / DePT: P, A, B on the run's base model
+        model, tokenizer = load_model_and_tokenizer(model_cfg, for_training=for_training, num_labels=num_labels)
+        return load_soft_prompt(model, final), tokenizer
+    if (final / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        model, tokenizer = load_model_and_tokenizer(model_cfg, for_training=for_training, num_labels=num_labels)
+        return PeftModel.from_pretrained(model, str(final)).train(for_training), tokenizer
+    return load_model_and_tokenizer(replace(model_cfg, name_or_path=str(final), gguf_file=None),
+                                    for_training=for_training, num_labels=num_labels)
+
+
 def load_for_inference(spec: str, dtype: str = "float32"):
     """Returns (model, tokenizer, chat_template_name) ready for ``generate``."""
     from .models import load_model_and_tokenizer
 
     if Path(spec).is_dir() and (Path(spec) / "config.yaml").is_file():
-        if not is_run_dir(spec):
-            raise ModelLoadError(f"{spec}: run directory has no final/ weights (did the run finish?)")
         cfg = load_config(Path(spec) / "config.yaml")
-        final = Path(spec) / "final"
-        from .methods.soft_prompt_io import is_soft_prompt_dir, load_soft_prompt
-
-        if is_soft_prompt_dir(final):  # prompt tuning / DePT: P, A, B on the run's base model
-            model, tokenizer = load_model_and_tokenizer(replace(cfg.model, dtype=dtype), for_training=False)
-            model = load_soft_prompt(model, final)
-        elif (final / "adapter_config.json").is_file():
-            from peft import PeftModel
-
-            model, tokenizer = load_model_and_tokenizer(replace(cfg.model, dtype=dtype), for_training=False)
-            model = PeftModel.from_pretrained(model, str(final)).eval()
-        else:
-            model, tokenizer = load_model_and_tokenizer(
-                replace(cfg.model, name_or_path=str(final), gguf_file=None, dtype=dtype), for_training=False
-            )
+        model, tokenizer = load_run(spec, replace(cfg.model, dtype=dtype))
         return model, tokenizer, cfg.data.chat_template
     model, tokenizer = load_model_and_tokenizer(ModelConfig(name_or_path=spec, dtype=dtype), for_training=False)
     return model, tokenizer, "tokenizer"

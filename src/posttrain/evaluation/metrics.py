@@ -157,3 +157,11 @@ def compute(metric_names: Sequence[str], predictions: Sequence, references: Sequ
         else:
             out[name] = METRICS[name](predictions, references)
     return out
+
+
+def task_metrics(task, predictions: Sequence, gold: Sequence) -> dict[str, float]:
+    """The task's metrics (``task.metrics``, F1 of ``task.positive_label``) and the number of examples scored."""
+    out = compute(task.metrics, predictions, gold, positive_label=getattr(task, "positive_label", None) or "1",
+                  labels=task.labels)
+    out["examples"] = len(gold)
+    return out

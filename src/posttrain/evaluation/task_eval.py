@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ..data.classification import context_and_words, encode_choices
-from .metrics import compute
+from .metrics import task_metrics
 from .scorer import _pad, _progress, choose, selected_logits
 from .sharding import my_batches, sum_over_processes
 
@@ -76,10 +76,7 @@ class TaskScorer:
             predictions = self.predict(model, progress)
         finally:
             model.train(was_training)
-        positive = getattr(self.task, "positive_label", None) or "1"
-        metrics = compute(self.task.metrics, predictions, self.gold, positive_label=positive, labels=self.task.labels)
-        metrics["examples"] = len(self.gold)
-        return metrics
+        return task_metrics(self.task, predictions, self.gold)
 
 
 def build_task_scorer(tokenizer, task, examples: list[dict], *, form: str, max_length: int, label_tokens: str,

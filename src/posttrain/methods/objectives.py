@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from ..evaluation.metrics import compute
+from ..evaluation.metrics import task_metrics
 from . import dart_lite, prompt_ft
 
 
@@ -80,25 +80,25 @@ class LabelScorer:
         """(N, C) log-probabilities of the labels (rows sum to 1 after exp)."""
         return self.scores_and_losses(model, progress)[0]
 
-    def _predictions(self, logp: torch.Tensor) -> list:
-        reg = self.task.regression
-        if reg is not None:  # y_hat = lb + p(high) (ub - lb)
-            return (reg.lb + logp[:, 1].exp() * (reg.ub - reg.lb)).tolist()
-        return [self.task.labels[int(i)] for i in logp.argmax(-1)]
-
     def predict(self, model, progress: bool | str = False) -> list:
-        return self._predictions(self.label_scores(model, progress))
+        return label_predictions(self.task, self.label_scores(model, progress))
 
     def __call__(self, model, progress: bool | str = False) -> dict[str, float]:
         logp, losses = self.scores_and_losses(model, progress)
-        positive = getattr(self.task, "positive_label", None) or "1"
-        metrics = compute(self.task.metrics, self._predictions(logp), self.gold, positive_label=positive,
-                          labels=self.task.labels)
-        metrics["examples"] = len(self.gold)
+        metrics = task_metrics(self.task, label_predictions(self.task, logp), self.gold)
         if losses is not None:  # the same quantity and names as the engine's loss pass over the eval dataset
             metrics["output_loss"] = losses.double().mean().item() if len(losses) else float("nan")
             metrics["output_tokens"] = len(losses)
         return metrics
+
+
+def label_predictions(task, logp: torch.Tensor) -> list:
+    """Predictions from (N, C) label scores: the argmax label, or for STS-B-style regression lb + p(high) (ub - lb)
+    with p the softmax over the two scores (PCP's regression head)."""
+    reg = getattr(task, "regression", None)
+    if reg is not None:
+        return (reg.lb + torch.softmax(logp.float(), -1)[:, 1] * (reg.ub - reg.lb)).tolist()
+    return [task.labels[int(i)] for i in logp.argmax(-1)]
 
 
 def _gold(task, rows_source: list[dict]) -> list:

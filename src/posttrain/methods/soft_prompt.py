@@ -67,7 +67,11 @@ def budget_table(prompt_length: int, s: int, d: int, prompt_lengths: list[int] |
 
 
 def model_kind(model: nn.Module) -> str:
-    """'seq2seq', 'causal' or 'encoder', from the transformers model class."""
+    """'seq2seq', 'causal' or 'encoder', from the transformers model class (inside any DDP, PEFT or soft-prompt
+    wrapper)."""
+    from .verbalizer_head import wrapper_chain
+
+    model = wrapper_chain(model)[-1]
     config = model.config
     if getattr(config, "is_encoder_decoder", False):
         return "seq2seq"

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _chain(model: nn.Module):
+def wrapper_chain(model: nn.Module):
     """The model and every wrapper inside it (DDP/FSDP ``module``, PEFT and soft-prompt ``get_base_model``)."""
     seen = []
     while model is not None and all(model is not m for m in seen):
@@ -42,7 +42,7 @@ def _chain(model: nn.Module):
 
 def output_head(model: nn.Module) -> nn.Module:
     """The output embedding (vocabulary projection) of the innermost transformers model."""
-    for m in reversed(_chain(model)):
+    for m in reversed(wrapper_chain(model)):
         getter = getattr(type(m), "get_output_embeddings", None)
         if getter is not None:
             head = m.get_output_embeddings()
@@ -55,7 +55,7 @@ def virtual_offset(model: nn.Module) -> int:
     """Positions a soft-prompt wrapper prepends in front of the real tokens (0 for seq2seq and plain models)."""
     from .soft_prompt import SoftPromptModel
 
-    for m in _chain(model):
+    for m in wrapper_chain(model):
         if isinstance(m, SoftPromptModel):
             return 0 if m.kind == "seq2seq" else m.num_virtual_tokens
     return 0

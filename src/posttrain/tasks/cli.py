@@ -2,6 +2,7 @@
 
     posttrain tasks list [--data-root DIR]
     posttrain tasks show NAME|TASK.yaml [--data-root DIR] [--source kshot] [--split train] [--seed 13]
+    posttrain tasks eval RUN_DIR|RECIPE.yaml [key=value ...] [--split test] [--out F.json] [--predictions F.jsonl]
 
 The tasks are the LM-BFF/PCP few-shot tasks (Gao et al., ACL 2021; Shi & Lipani, NeurIPS 2023) and SuperGLUE tasks
 for DePT (Shi & Lipani, ICLR 2024). Wire into the main parser with ``register(subparsers)``; handlers raise
@@ -126,9 +127,9 @@ def _cmd_show(args) -> int:
 
 
 def register(subparsers) -> argparse.ArgumentParser:
-    """Add ``tasks`` (with ``list`` and ``show``) to a parser's subparsers."""
+    """Add ``tasks`` (with ``list``, ``show`` and ``eval``) to a parser's subparsers."""
     p = subparsers.add_parser(
-        "tasks", help="list the declared tasks, show one with a rendered example",
+        "tasks", help="list the declared tasks, show one with a rendered example, score a run on one",
         description="Task declarations: template, verbalizer, metrics and data files of each task.")
     sub = p.add_subparsers(dest="tasks_command", metavar="SUBCOMMAND")
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
@@ -147,4 +148,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     show.add_argument("--split", help="split to take the example from (default: the first present)")
     show.add_argument("--seed", type=int, help="k-shot seed (default: the first declared)")
     show.set_defaults(func=_cmd_show)
+
+    from ..evaluation.task_split_eval import add_parser as add_eval
+
+    add_eval(sub)
     return p

@@ -1,0 +1,137 @@
+"""``posttrain tasks eval``: score a trained run, or a recipe's base model (zero-shot), on one split of its task.
+
+    posttrain tasks eval RUN_DIR|RECIPE.yaml [key=value ...] [--split test|eval] [--out FILE.json]
+        [--predictions FILE.jsonl]
+
+A run directory is evaluated with its own resolved ``config.yaml`` (task, template, objective, form) and its
+``final/`` weights (full model, LoRA or soft-prompt adapter); a recipe is evaluated with its base model, untrained:
+the zero-shot prompt baseline of LM-BFF (Gao et al., ACL 2021, Table 3 "Prompt-based zero-shot"). Overrides change
+the split or its size, e.g. ``task.test=kshot:test task.max_test_examples=0`` scores the whole test set where the
+run kept a subset. The scoring is the one the run's own evaluation used (``run_data.prepare_data``): label scores
+from the objective (verbalizer, classifier or the label word's next-token log-probability), predictions by
+argmax (STS-B: lb + p(high) (ub - lb)), then the task's metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from ..config import load_config
+from ..errors import ConfigError, ModelLoadError
+from ..io_utils import atomic_write_json, atomic_write_text
+from ..methods.objectives import label_predictions
+from .metrics import task_metrics
+
+SPLITS = ("test", "eval")
+
+
+def task_config(spec: str, overrides: list[str], split: str = "test"):
+    """The run's (or recipe's) config with ``overrides``, checked before any weights load."""
+    path = Path(spec)
+    if path.is_dir() and not (path / "config.yaml").is_file():
+        raise ModelLoadError(f"{spec}: not a run directory (no config.yaml) and not a recipe file")
+    source = path / "config.yaml" if path.is_dir() else path
+    cfg = load_config(source, overrides)
+    if not cfg.task.name:
+        raise ConfigError(f"{source}: task.name is not set; tasks eval scores a declared task (`posttrain tasks "
+                          "list`)")
+    if split not in SPLITS:
+        raise ConfigError(f"--split: expected test or eval, got {split!r}")
+    if not getattr(cfg.task, split):
+        raise ConfigError(f"task.{split}: the config names no {split} split; set one, e.g. task.{split}="
+                          f"{'kshot:test' if split == 'test' else 'kshot:dev'}")
+    return cfg
+
+
+def load_task_model(spec: str, cfg):
+    """(model, tokenizer, what): a run's final weights, or the recipe's base model (untrained)."""
+    from ..engine import objective_model_config
+    from ..generation import load_run
+    from ..models import load_model_and_tokenizer
+
+    model_cfg, num_labels = objective_model_config(cfg)
+    if Path(spec).is_dir():
+        model, tokenizer = load_run(spec, model_cfg, for_training=True, num_labels=num_labels)
+        return model, tokenizer, f"run {spec}"
+    model, tokenizer = load_model_and_tokenizer(model_cfg, for_training=True, num_labels=num_labels)
+    return model, tokenizer, f"{model_cfg.name_or_path}, untrained (zero-shot)"
+
+
+def split_examples(cfg, split: str) -> list[dict]:
+    """The examples of ``split`` that the run scores (its seeded subset when the config limits the split)."""
+    from ..run_data import task_split
+    from ..tasks import get_task
+
+    limit = cfg.task.max_test_examples if split == "test" else cfg.task.max_eval_examples
+    return task_split(cfg, get_task(cfg.task.name), split, limit)
+
+
+def split_scorer(cfg, tokenizer, model, split: str, examples: list[dict]):
+    """The run's scorer of ``split`` (``test`` or ``eval``) over ``examples``; no other split is read."""
+    from ..run_data import prepare_data
+
+    other = "eval" if split == "test" else "test"
+    cfg = dataclasses.replace(cfg, task=dataclasses.replace(cfg.task, **{other: None}))
+    # prepare_data also builds a training set, which must not be empty: the scored rows stand in (nothing trains)
+    data = prepare_data(cfg, tokenizer, model, {"train": examples, split: examples})
+    return data.test_scorer if split == "test" else data.eval_scorer
+
+
+def evaluate_split(cfg, model, tokenizer, split: str = "test", progress: bool | str = "scoring",
+                   examples: list[dict] | None = None):
+    """(metrics, prediction records) of ``model`` on ``split`` of ``cfg.task`` (``examples``: already read)."""
+    examples = split_examples(cfg, split) if examples is None else examples
+    scorer = split_scorer(cfg, tokenizer, model, split, examples)
+    logp = scorer.label_scores(model, progress)
+    task = scorer.task
+    predictions = label_predictions(task, logp)
+    gold = scorer.gold
+    if any(g is None for g in gold):
+        raise ConfigError(f"task.{split}: {cfg.task.name} {getattr(cfg.task, split)} has unlabelled rows; "
+                          "metrics need gold labels")
+    metrics = task_metrics(task, predictions, gold)
+    probs = torch.softmax(logp, -1)
+    records = [{"index": i, "text_a": ex.get("text_a"), "text_b": ex.get("text_b"), "gold": g, "prediction": p,
+                "probabilities": dict(zip(task.labels, map(float, row)))}
+               for i, (ex, g, p, row) in enumerate(zip(examples, gold, predictions, probs.tolist()))]
+    return metrics, records
+
+
+def run(args) -> int:
+    from ..tasks import get_task
+
+    cfg = task_config(args.spec, args.overrides, args.split)
+    name = get_task(cfg.task.name).name  # an unknown task fails here, before the model loads
+    examples = split_examples(cfg, args.split)  # a bad data file fails here too
+    model, tokenizer, what = load_task_model(args.spec, cfg)
+    metrics, records = evaluate_split(cfg, model, tokenizer, args.split, f"{name} {args.split}", examples)
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "examples" and not math.isnan(v))
+    print(f"{name} {args.split} ({getattr(cfg.task, args.split)}, {metrics['examples']} examples), {what}: {shown}")
+    if args.out:
+        atomic_write_json(Path(args.out), {"spec": args.spec, "model": what, "task": name,
+                                          "split": args.split, "source": getattr(cfg.task, args.split),
+                                          "objective": cfg.task.objective, "form": cfg.task.form,
+                                          "overrides": list(args.overrides), "metrics": metrics})
+    if args.predictions:
+        atomic_write_text(Path(args.predictions), "".join(json.dumps(r) + "\n" for r in records))
+    return 0
+
+
+def add_parser(sub) -> None:
+    """``tasks eval`` under the ``tasks`` command's subparsers."""
+    p = sub.add_parser("eval", help="score a run, or a recipe's untrained model (zero-shot), on a task split",
+                       description="Score a finished run (its config.yaml and final/ weights) or a recipe's base "
+                       "model without training (zero-shot) on the test (or eval) split of the task, with the run's "
+                       "template, objective and metrics.")
+    p.add_argument("spec", metavar="RUN_DIR|RECIPE.yaml", help="a finished run directory or a training recipe")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. task.max_test_examples=0")
+    p.add_argument("--split", default="test", choices=SPLITS, help="which split of the task (default test)")
+    p.add_argument("--out", metavar="FILE.json", help="write the metrics (and what was scored) as JSON")
+    p.add_argument("--predictions", metavar="FILE.jsonl", help="write one line per example: gold, prediction, "
+                   "label probabilities")
+    p.set_defaults(func=run)
