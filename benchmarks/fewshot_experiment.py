@@ -8,6 +8,8 @@ PCP + prompt-FT and self-training (FixMatch) on SmolLM2-135M-Instruct, 16-shot, 
 Every run is a posttrain command (printed before it runs, and executed in this process to save the start-up time),
 so each cell can be reproduced by hand. Per task and k-shot seed s (LM-BFF split 16-s), in this order:
 
+- ``zero_shot``       posttrain tasks eval configs/prompt_ft/sst2_prompt_ft.yaml (the prompt-FT recipe's model scored
+                      untrained with the task's template: LM-BFF's zero-shot row; once per task, no std)
 - ``prompt_ft_hard``  posttrain train configs/prompt_ft/sst2_prompt_ft.yaml (the task's hard template, label words)
 - ``cls``             posttrain train configs/prompt_ft/sst2_cls.yaml (new classification head on the plain input)
 - ``prompt_ft_soft``  posttrain train configs/prompt_ft/sst2_prompt_ft_soft.yaml (DART-lite soft template/words)
@@ -56,7 +58,8 @@ RECIPES = {
     "cls": "configs/prompt_ft/sst2_cls.yaml",
     "prompt_ft_soft": "configs/prompt_ft/sst2_prompt_ft_soft.yaml",
 }
-METHODS = ["prompt_ft_hard", "cls", "prompt_ft_soft", "pcp", "tapt", "self_training"]
+METHODS = ["zero_shot", "prompt_ft_hard", "cls", "prompt_ft_soft", "pcp", "tapt", "self_training"]
+UNTRAINED = {"zero_shot"}  # scored once per task (no k-shot data used): one value, no std
 TASKS = ["SST-2", "configs/tasks/trec_causal.yaml", "configs/tasks/rte_causal.yaml",
          "configs/tasks/mrpc_causal.yaml"]
 SEEDS = [13, 21, 42, 87, 100]
@@ -151,10 +154,19 @@ def self_training_run(args, task_ref: str, seed: int, run_dir: Path) -> None:
          *budget(args, task_ref), f"task.seed={seed}", f"train.seed={seed}"], args.out / "commands.log")
 
 
+def zero_shot_run(args, task_ref: str) -> None:
+    out = args.out / "zero_shot" / task_label(task_ref) / "eval.json"
+    if not out.is_file():
+        run(["tasks", "eval", RECIPES["prompt_ft_hard"], *budget(args, task_ref), "--out", str(out)],
+            args.out / "commands.log")
+
+
 def run_task_seed(args, task_ref: str, seed: int) -> None:
     name = task_label(task_ref)
     cell = lambda method: args.out / method / name / f"seed{seed}"  # noqa: E731
     methods = args.methods
+    if "zero_shot" in methods:
+        zero_shot_run(args, task_ref)
     for method in ("prompt_ft_hard", "cls", "prompt_ft_soft"):
         if method in methods or (method == "prompt_ft_hard" and "pcp" in methods):
             train_run(args, RECIPES[method], task_ref, seed, cell(method))
@@ -179,6 +191,9 @@ def run_task_seed(args, task_ref: str, seed: int) -> None:
 
 
 def final_metrics(args, method: str, name: str, seed: int) -> dict | None:
+    if method in UNTRAINED:
+        path = args.out / method / name / "eval.json"
+        return {f"test_{k}": v for k, v in json.loads(path.read_text())["metrics"].items()} if path.is_file() else None
     base = args.out / method / name / f"seed{seed}"
     path = base / ("stage5_final" if method == "pcp" else ".") / "final_metrics.json"
     return json.loads(path.read_text()) if path.is_file() else None
@@ -191,7 +206,7 @@ def report(args) -> dict:
         metric = task.metrics[0]
         for method in args.methods:
             values, devs = [], []
-            for seed in args.seeds:
+            for seed in args.seeds[:1] if method in UNTRAINED else args.seeds:
                 m = final_metrics(args, method, task.name, seed)
                 if m and f"test_{metric}" in m:
                     values.append(100 * m[f"test_{metric}"])
@@ -208,19 +223,20 @@ def report(args) -> dict:
         parts, means = [], []
         for name in names:
             row = next(r for r in rows if r["method"] == method and r["task"] == name)
-            if row["seeds"]:
-                parts.append(f"{row['mean']:.1f} ± {row['std']:.1f}"
-                             + ("" if row["seeds"] == len(args.seeds) else f" ({row['seeds']}/{len(args.seeds)})"))
-                means.append(row["mean"])
-            else:
+            if not row["seeds"]:
                 parts.append("-")
+                continue
+            missing = "" if row["seeds"] == len(args.seeds) else f" ({row['seeds']}/{len(args.seeds)})"
+            parts.append(f"{row['mean']:.1f}" if method in UNTRAINED else f"{row['mean']:.1f} ± {row['std']:.1f}"
+                         + missing)
+            means.append(row["mean"])
         avg = f"{statistics.fmean(means):.1f}" if len(means) == len(names) else "-"
         lines.append(f"| {method} | " + " | ".join(parts) + f" | {avg} |")
     lines += ["", f"Per seed (test; seeds {', '.join(map(str, args.seeds))}; dev of the kept checkpoint in brackets):",
               "", "| method | task | " + " | ".join(f"seed {s}" for s in args.seeds) + " |",
               "|---|---|" + "---|" * len(args.seeds)]
     for row in rows:
-        if row["seeds"]:
+        if row["seeds"] and row["method"] not in UNTRAINED:
             values = [f"{t:.1f} ({d:.1f})" for t, d in zip(row["test"], row["dev"])]
             values += ["-"] * (len(args.seeds) - len(values))
             lines.append(f"| {row['method']} | {row['task']} | " + " | ".join(values) + " |")

@@ -38,6 +38,10 @@ def experiment(monkeypatch, tmp_path):
             (out / "stage5_final" / "final").mkdir(parents=True)
             (out / "stage5_final" / "final_metrics.json").write_text(json.dumps({"test_accuracy": 0.9 + seed / 1000}))
             (out / "stage5.done.json").write_text("{}")
+        elif argv[0] == "tasks":
+            out = Path(argv[argv.index("--out") + 1])
+            out.parent.mkdir(parents=True)
+            out.write_text(json.dumps({"metrics": {"accuracy": 0.6, "examples": 200}}))
         elif argv[0] == "tapt":
             out = Path(opts["output_dir"])
             (out / "stage4_cpt" / "best").mkdir(parents=True)
@@ -50,7 +54,9 @@ def experiment(monkeypatch, tmp_path):
 def test_one_seed_runs_every_method_in_order_with_the_teacher_and_cpt_it_needs(experiment):
     module, calls, out = experiment
     module.main(["--out", str(out), "--tasks", "SST-2", "--seeds", "13"])
-    assert [c[0] for c in calls] == ["train", "train", "train", "pcp", "tapt", "train", "self-train"]
+    assert [c[0] for c in calls] == ["tasks", "train", "train", "train", "pcp", "tapt", "train", "self-train"]
+    assert calls[0][:2] == ["tasks", "eval"] and "task.max_test_examples=200" in calls[0]
+    calls.pop(0)
     recipes = [c[1] for c in calls if c[0] == "train"]
     assert recipes[:3] == [module.RECIPES[m] for m in ("prompt_ft_hard", "cls", "prompt_ft_soft")]
     pcp = dict(a.split("=", 1) for a in calls[3] if "=" in a)
@@ -73,7 +79,7 @@ def test_rerun_skips_finished_runs_and_remakes_cpt_only_for_a_tapt_run_that_stil
     module.main(["--out", str(out), "--tasks", "SST-2", "--seeds", "13"])
     assert calls == []  # everything finished: no command, not even TAPT's CPT (its weights were dropped)
     module.main(["--out", str(out), "--tasks", "SST-2", "--seeds", "13", "21"])
-    assert [c[0] for c in calls] == ["train", "train", "train", "pcp", "tapt", "train", "self-train"]
+    assert [c[0] for c in calls] == ["train", "train", "train", "pcp", "tapt", "train", "self-train"]  # no zero-shot
     assert calls[4][1:5] == ["--stages", "4", "--force", "4"]  # CPT done before: only its weights are remade
 
 
@@ -88,13 +94,16 @@ def test_a_run_killed_midway_starts_over(experiment):
 
 def test_report_table_is_mean_and_population_std_over_finished_seeds(experiment):
     module, calls, out = experiment
-    module.main(["--out", str(out), "--tasks", "SST-2", "--seeds", "13", "21", "--methods", "prompt_ft_hard", "pcp"])
+    module.main(["--out", str(out), "--tasks", "SST-2", "--seeds", "13", "21", "--methods", "zero_shot",
+                 "prompt_ft_hard", "pcp"])
     report = json.loads((out / "report.json").read_text())
     hard = next(r for r in report["rows"] if r["method"] == "prompt_ft_hard")
     assert hard["test"] == pytest.approx([81.3, 82.1]) and hard["mean"] == pytest.approx(81.7)
     assert hard["std"] == pytest.approx(0.4)  # population std: |81.3 - 82.1| / 2
     table = (out / "report.md").read_text()
     assert "| prompt_ft_hard | 81.7 ± 0.4 | 81.7 |" in table and "| pcp | 91.7 ± 0.4 | 91.7 |" in table
+    assert "| zero_shot | 60.0 | 60.0 |" in table  # one untrained run per task: no std
+    assert "| zero_shot | SST-2 |" not in table  # nor a per-seed row
     assert (out / "report.png").stat().st_size > 0
     # a seed that has not finished is counted, not hidden
     module.main(["--out", str(out), "--tasks", "SST-2", "--seeds", "13", "21", "42", "--methods", "cls",
