@@ -223,6 +223,60 @@ def test_soft_prompt_saved_whole_from_fsdp2_shards_on_cpu(tmp_path):
     assert "ok0" in proc.stdout and "ok1" in proc.stdout
 
 
+FSDP2_HEAD_SCRIPT = '''
+import torch
+import torch.distributed as dist
+from torch.distributed.fsdp import fully_shard
+from transformers import LlamaConfig, LlamaForCausalLM
+from posttrain.methods.verbalizer_head import head_logits
+
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+ids = torch.tensor([[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]])
+inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+where, pos, rows = torch.tensor([0, 1]), torch.tensor([4, 3]), torch.tensor([11, 12, 13])
+target = torch.tensor([0, 2])
+for tied in (True, False):
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tied)
+    model, ref = LlamaForCausalLM(cfg), LlamaForCausalLM(cfg)
+    ref.load_state_dict(model.state_dict())
+    for layer in model.model.layers:  # the fsdp preset: each decoder layer a unit, the rest (embeddings, head) the root
+        fully_shard(layer)
+    fully_shard(model)
+    opt, ref_opt = torch.optim.SGD(model.parameters(), lr=0.5), torch.optim.SGD(ref.parameters(), lr=0.5)
+    for step in range(3):  # restricted logits under FSDP2 == full logits unsharded, through updates
+        expected = ref(**inputs).logits[where, pos][:, rows]
+        got = head_logits(model, inputs, where, pos, rows)
+        assert torch.allclose(got, expected, atol=1e-5), (tied, step, (got - expected).abs().max())
+        for loss, o in ((torch.nn.functional.cross_entropy(got, target), opt),
+                        (torch.nn.functional.cross_entropy(expected, target), ref_opt)):
+            o.zero_grad()
+            loss.backward()
+            o.step()
+    with torch.no_grad():
+        assert torch.allclose(head_logits(model, inputs, where, pos, rows),
+                              ref(**inputs).logits[where, pos][:, rows], atol=1e-5)
+dist.destroy_process_group()
+print(f"ok{rank}", flush=True)
+'''
+
+
+@pytest.mark.skipif(_can_spawn() is not None, reason=str(_can_spawn()))
+def test_restricted_head_logits_under_fsdp2_equal_full_logits_through_updates(tmp_path):
+    """Prompt-FT's restricted head (W[rows] after the forward) under real FSDP2 sharding with the fsdp preset's
+    wrapping (decoder layers as units; embeddings and LM head in the root, unsharded from the root's forward until
+    its backward): the logits and three SGD updates equal full logits on an unsharded copy, tied and untied."""
+    script = tmp_path / "fsdp2_head.py"
+    script.write_text(FSDP2_HEAD_SCRIPT)
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ok0" in proc.stdout and "ok1" in proc.stdout
+
+
 def test_fsdp_or_deepspeed_launch_that_did_not_take_effect_fails(monkeypatch):
     from types import SimpleNamespace
 

@@ -15,8 +15,10 @@ and rows (tested), for any model family, through PEFT LoRA, DDP and posttrain's 
 virtual tokens shift the positions of decoder-only and encoder inputs; seq2seq prompts sit on the encoder side and
 leave decoder positions alone).
 
-Limitation: FSDP shards W, so ``W[rows]`` outside the module's forward is not available there; use DDP (or full
-logits) for prompt-based fine-tuning under FSDP.
+FSDP2: with the LM head in the root unit (the ``fsdp`` preset wraps decoder layers only), the root's parameters
+are gathered from its forward to its backward, so ``W[rows]`` after the forward reads the whole matrix and its
+gradient is reduce-scattered with the root's (tested on 2 CPU processes). A head wrapped as its own unit would be
+resharded after its (empty) forward: keep it in the root.
 """
 
 from __future__ import annotations
