@@ -54,7 +54,8 @@ def load_task_model(spec: str, cfg):
     from ..generation import load_run
     from ..models import load_model_and_tokenizer
 
-    model_cfg, num_labels = objective_model_config(cfg)
+    model_cfg, num_labels = objective_model_config(cfg)  # e.g. the CLS baseline's classification head
+    # loaded as for training (right padding, as the run's own evaluation); the scorers switch to eval mode
     if Path(spec).is_dir():
         model, tokenizer = load_run(spec, model_cfg, for_training=True, num_labels=num_labels)
         return model, tokenizer, f"run {spec}"
@@ -62,7 +63,7 @@ def load_task_model(spec: str, cfg):
     return model, tokenizer, f"{model_cfg.name_or_path}, untrained (zero-shot)"
 
 
-def split_examples(cfg, split: str) -> list[dict]:
+def scored_examples(cfg, split: str) -> list[dict]:
     """The examples of ``split`` that the run scores (its seeded subset when the config limits the split)."""
     from ..run_data import task_split
     from ..tasks import get_task
@@ -85,7 +86,7 @@ def split_scorer(cfg, tokenizer, model, split: str, examples: list[dict]):
 def evaluate_split(cfg, model, tokenizer, split: str = "test", progress: bool | str = "scoring",
                    examples: list[dict] | None = None):
     """(metrics, prediction records) of ``model`` on ``split`` of ``cfg.task`` (``examples``: already read)."""
-    examples = split_examples(cfg, split) if examples is None else examples
+    examples = scored_examples(cfg, split) if examples is None else examples
     scorer = split_scorer(cfg, tokenizer, model, split, examples)
     logp = scorer.label_scores(model, progress)
     task = scorer.task
@@ -107,7 +108,7 @@ def run(args) -> int:
 
     cfg = task_config(args.spec, args.overrides, args.split)
     name = get_task(cfg.task.name).name  # an unknown task fails here, before the model loads
-    examples = split_examples(cfg, args.split)  # a bad data file fails here too
+    examples = scored_examples(cfg, args.split)  # a bad data file fails here too
     model, tokenizer, what = load_task_model(args.spec, cfg)
     metrics, records = evaluate_split(cfg, model, tokenizer, args.split, f"{name} {args.split}", examples)
     shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "examples" and not math.isnan(v))
