@@ -364,6 +364,14 @@ CASES: list[Case] = [
                     "--references", str(e.write("b.json", json.dumps([{"instruction": "Bye", "output": "Yo"}]))),
                     "--out", str(e.tmp / "j")],
          ("b.json", "no reference output for the instruction of", "a.json row 0", "'Hi'")),
+    Case("eval-tasks-no-task", "evaluation", "`posttrain tasks eval` on a recipe without `task.name`",
+         lambda e: ["tasks", "eval", str(e.recipe())],
+         ("recipe.yaml", "task.name is not set", "tasks eval scores a declared task")),
+    Case("eval-tasks-unfinished-run", "evaluation", "`posttrain tasks eval` on a run directory without `final/`",
+         lambda e: ["tasks", "eval", str(e.write("run/config.yaml", f"model: {{name_or_path: {e.model}}}\ntask: "
+                                                  f"{{name: {e.task()}, train: files:train, test: files:train}}\n")
+                                          .parent)],
+         ("run", "run directory has no final/ weights (did the run finish?)")),
     Case("eval-report-not-a-summary", "evaluation", "`posttrain im-report` on a JSON file that is not a summary",
          lambda e: ["im-report", str(e.write("s.json", "[1, 2]")), "--out", str(e.tmp / "rep")],
          ("s.json", "expected a JSON object with 'kind', 'model' and 'metrics'")),
