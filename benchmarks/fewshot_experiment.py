@@ -205,17 +205,18 @@ def report(args) -> dict:
         task = get_task(task_ref)
         metric = task.metrics[0]
         for method in args.methods:
-            values, devs = [], []
+            by_seed = {}  # seed -> (test, dev of the kept checkpoint), finished seeds only
             for seed in args.seeds[:1] if method in UNTRAINED else args.seeds:
                 m = final_metrics(args, method, task.name, seed)
                 if m and f"test_{metric}" in m:
-                    values.append(100 * m[f"test_{metric}"])
-                    devs.append(100 * m.get(f"best_eval_{metric}", m.get(f"eval_{metric}", float("nan"))))
+                    by_seed[seed] = (100 * m[f"test_{metric}"],
+                                     100 * m.get(f"best_eval_{metric}", m.get(f"eval_{metric}", float("nan"))))
+            values = [test for test, _ in by_seed.values()]
             mean, std = mean_std(values) if values else (None, None)  # population std, as the grid runner
             rows.append({"method": method, "task": task.name, "metric": metric, "seeds": len(values),
-                         "test": values, "dev": devs, "mean": mean, "std": std})
+                         "test": values, "dev": [dev for _, dev in by_seed.values()], "by_seed": by_seed,
+                         "mean": mean, "std": std})
     out = {"setup": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "rows": rows}
-    (args.out / "report.json").write_text(json.dumps(out, indent=2))
     names = [get_task(t).name for t in args.tasks]
     lines = ["| method | " + " | ".join(f"{n} ({get_task(t).metrics[0]})" for n, t in zip(names, args.tasks))
              + " | avg |", "|---" * (len(names) + 2) + "|"]
@@ -237,9 +238,10 @@ def report(args) -> dict:
               "|---|---|" + "---|" * len(args.seeds)]
     for row in rows:
         if row["seeds"] and row["method"] not in UNTRAINED:
-            values = [f"{t:.1f} ({d:.1f})" for t, d in zip(row["test"], row["dev"])]
-            values += ["-"] * (len(args.seeds) - len(values))
+            values = [f"{row['by_seed'][s][0]:.1f} ({row['by_seed'][s][1]:.1f})" if s in row["by_seed"] else "-"
+                      for s in args.seeds]
             lines.append(f"| {row['method']} | {row['task']} | " + " | ".join(values) + " |")
+    lines += paired_table(args, rows, names)
     lines += ["", "Unlabelled-data diagnostics (means over the finished seeds): PCP pseudo-label accuracy on its pool "
               "subset (the pools keep gold labels) and CPT dev loss start -> best; self-training: share of "
               "unlabelled examples above the confidence cut (mask ratio) and their pseudo-label accuracy.", "",
@@ -258,6 +260,28 @@ def report(args) -> dict:
     plot(args, rows, names)
     print("\n".join(lines))
     return out
+
+
+def paired_table(args, rows: list[dict], names: list[str], base: str = "prompt_ft_hard") -> list[str]:
+    """Each method minus prompt-FT on the same seed (same k-shot split, same test examples): the mean difference
+    in points and wins/ties/losses, over the seeds both finished. Paired, so tighter than the two std columns."""
+    if base not in args.methods:
+        return []
+    lines = ["", f"Paired with {base} (same seed, same test examples): mean difference in points, then "
+             "wins/ties/losses over the seeds both finished:", "",
+             "| method | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for method in args.methods:
+        if method == base or method in UNTRAINED:
+            continue
+        parts = []
+        for name in names:
+            ref = next(r for r in rows if r["method"] == base and r["task"] == name)["by_seed"]
+            got = next(r for r in rows if r["method"] == method and r["task"] == name)["by_seed"]
+            diffs = [got[s][0] - ref[s][0] for s in args.seeds if s in got and s in ref]
+            wins, ties = sum(d > 0 for d in diffs), sum(d == 0 for d in diffs)
+            parts.append(f"{statistics.fmean(diffs):+.1f} ({wins}/{ties}/{len(diffs) - wins - ties})" if diffs else "-")
+        lines.append(f"| {method} | " + " | ".join(parts) + " |")
+    return lines
 
 
 def diagnostics(args, name: str) -> dict:

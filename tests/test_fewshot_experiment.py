@@ -105,6 +105,14 @@ def test_report_table_is_mean_and_population_std_over_finished_seeds(experiment)
     assert "| zero_shot | 60.0 | 60.0 |" in table  # one untrained run per task: no std
     assert "| zero_shot | SST-2 |" not in table  # nor a per-seed row
     assert (out / "report.png").stat().st_size > 0
+    assert "| prompt_ft_hard | SST-2 | 81.3 (75.0) | 82.1 (75.0) |" in table
+    assert "| pcp | +10.0 (2/0/0) |" in table  # paired with prompt_ft_hard on the same seeds
+    # a missing middle seed keeps the per-seed columns aligned
+    (out / "pcp" / "SST-2" / "seed13" / "stage5_final" / "final_metrics.json").unlink()
+    module.main(["--out", str(out), "--tasks", "SST-2", "--seeds", "13", "21", "--methods", "prompt_ft_hard", "pcp",
+                 "--report-only"])
+    table = (out / "report.md").read_text()
+    assert "| pcp | SST-2 | - | 92.1 (nan) |" in table and "| pcp | +10.0 (1/0/0) |" in table
     # a seed that has not finished is counted, not hidden
     module.main(["--out", str(out), "--tasks", "SST-2", "--seeds", "13", "21", "42", "--methods", "cls",
                  "--report-only"])
