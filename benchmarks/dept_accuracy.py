@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -30,6 +31,8 @@ def run(recipe: str, seed: int, args, run_dir: Path) -> dict:
     final = run_dir / "final_metrics.json"
     if final.is_file() and not args.force:  # re-running the script resumes the grid
         return json.loads(final.read_text())
+    if run_dir.exists():  # killed before it finished (no checkpoints are kept): start it over
+        shutil.rmtree(run_dir)
     overrides = [f"train.seed={seed}", f"train.max_steps={args.steps}", f"train.per_device_batch_size={args.batch_size}",
                  f"train.output_dir={run_dir}", "train.eval_steps=0", "train.save_steps=0", "task.eval=",
                  f"task.max_test_examples={args.max_test}", "train.logging_steps=10"]
@@ -59,10 +62,15 @@ def main():
     parser.add_argument("--force", action="store_true", help="re-run runs that already finished")
     args = parser.parse_args()
 
+    finished = {}
+    for seed in args.seeds:  # seed-major: a stopped script leaves whole seeds, i.e. paired comparisons
+        for recipe in args.recipes:
+            method = Path(recipe).stem
+            finished[recipe, seed] = run(recipe, seed, args, ROOT / args.runs / f"{method}-seed{seed}")
     table = {}
     for recipe in args.recipes:
         method = Path(recipe).stem
-        results = [run(recipe, seed, args, ROOT / args.runs / f"{method}-seed{seed}") for seed in args.seeds]
+        results = [finished[recipe, seed] for seed in args.seeds]
         metric = next(k for k in results[0] if k.startswith("test_") and k != "test_examples")
         values = [r[metric] for r in results]
         meta = json.loads((ROOT / args.runs / f"{method}-seed{args.seeds[0]}" / "run_meta.json").read_text())
