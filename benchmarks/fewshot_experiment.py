@@ -172,9 +172,12 @@ def run_task_seed(args, task_ref: str, seed: int) -> None:
             train_run(args, RECIPES[method], task_ref, seed, cell(method))
     if "pcp" in methods:
         pcp_run(args, task_ref, seed, cell("pcp"), cell("prompt_ft_hard"))
-    drop_weights(cell("prompt_ft_hard"))
-    for method in ("cls", "prompt_ft_soft"):
-        drop_weights(cell(method))
+    # weights go only from runs this invocation is responsible for (another one may be using the rest), and the
+    # prompt-FT run's only once PCP, which reads them as its teacher, has finished
+    teacher_free = "pcp" not in methods or (cell("pcp") / "stage5.done.json").is_file()
+    for method in ("prompt_ft_hard", "cls", "prompt_ft_soft"):
+        if method in methods and (method != "prompt_ft_hard" or teacher_free):
+            drop_weights(cell(method))
     if "tapt" in methods and not finished(cell("tapt")):  # CPT weights are (re)made only when a run needs them
         best = tapt_cpt(args, task_ref, args.out / "tapt" / name / "cpt")
         train_run(args, RECIPES["prompt_ft_hard"], task_ref, seed, cell("tapt"),
@@ -358,7 +361,8 @@ def main(argv: list[str] | None = None) -> None:
             for seed in args.seeds:
                 run_task_seed(args, task_ref, seed)
                 report(args)
-            drop_weights(args.out / "tapt" / task_label(task_ref) / "cpt" / "stage4_cpt")
+            if "tapt" in args.methods:
+                drop_weights(args.out / "tapt" / task_label(task_ref) / "cpt" / "stage4_cpt")
     report(args)
 
 

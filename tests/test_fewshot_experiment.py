@@ -117,3 +117,19 @@ def test_report_table_is_mean_and_population_std_over_finished_seeds(experiment)
     module.main(["--out", str(out), "--tasks", "SST-2", "--seeds", "13", "21", "42", "--methods", "cls",
                  "--report-only"])
     assert "| cls | - | - |" in (out / "report.md").read_text()
+
+
+def test_an_invocation_drops_only_the_weights_of_its_own_methods(experiment):
+    """A zero-shot-only pass while another invocation trains must not delete that one's teacher or CPT weights."""
+    module, calls, out = experiment
+    teacher = out / "prompt_ft_hard" / "SST-2" / "seed13"
+    cpt_best = out / "tapt" / "SST-2" / "cpt" / "stage4_cpt" / "best"
+    for folder in (teacher / "final", cpt_best):
+        folder.mkdir(parents=True)
+    (teacher / "final_metrics.json").write_text("{}")
+    module.main(["--out", str(out), "--tasks", "SST-2", "--seeds", "13", "--methods", "zero_shot"])
+    assert [c[0] for c in calls] == ["tasks"]
+    assert (teacher / "final").is_dir() and cpt_best.is_dir()
+    module.main(["--out", str(out), "--tasks", "SST-2", "--seeds", "13", "--methods", "prompt_ft_hard", "pcp"])
+    assert not (teacher / "final").exists()  # PCP has now read its teacher
+
