@@ -2,12 +2,14 @@
 
 Runs the shipped recipes ``configs/dept/sst2_{dept,pt,lora}.yaml`` (or another task's, ``--recipes``) with the
 same overrides (steps, batch, seeds, test subset) through ``posttrain train``, one run at a time, then writes the
-mean ± std of the test metric per method as JSON, a Markdown table and a PNG (docs/dept_accuracy.*).
+mean ± std of the test metric per method as JSON, a Markdown table and a PNG (docs/dept_accuracy.*). Runs go seed
+by seed (all methods of seed 1 first), finished runs are skipped, a run killed mid-way starts over. A zero-shot row
+(the recipes' base model scored untrained on the same test subset, ``posttrain tasks eval``) gives the floor.
 
 The paper's claim to check: at the same parameter budget, DePT matches or beats vanilla prompt tuning.
 
 Usage:
-    python benchmarks/dept_accuracy.py --steps 100 --batch-size 8 --seeds 1 2 3 --max-test 400
+    python benchmarks/dept_accuracy.py --steps 200 --batch-size 8 --seeds 1 2 3 --max-test 400
 """
 
 from __future__ import annotations
@@ -49,6 +51,19 @@ def run(recipe: str, seed: int, args, run_dir: Path) -> dict:
     return metrics
 
 
+def zero_shot_metrics(args, path: Path) -> dict:
+    """The recipes' base model scored untrained on the same test subset (``posttrain tasks eval``), once."""
+    if not path.is_file() or args.force:
+        command = [sys.executable, "-m", "posttrain", "tasks", "eval", args.recipes[0],
+                   f"task.max_test_examples={args.max_test}", "--out", str(path)]
+        print(f"[zero-shot] {' '.join(command[2:])}", flush=True)
+        proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
+                              env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+        if proc.returncode != 0:
+            raise SystemExit(f"[zero-shot] failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return json.loads(path.read_text())["metrics"]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipes", nargs="+", default=RECIPES)
@@ -67,6 +82,7 @@ def main():
         for recipe in args.recipes:
             method = Path(recipe).stem
             finished[recipe, seed] = run(recipe, seed, args, ROOT / args.runs / f"{method}-seed{seed}")
+    zero_shot = zero_shot_metrics(args, ROOT / args.runs / "zero_shot.json")
     table = {}
     for recipe in args.recipes:
         method = Path(recipe).stem
@@ -80,6 +96,12 @@ def main():
             "trainable_parameters": meta["adapter"]["trainable_parameters"],
             "test_examples": results[0].get("test_examples"),
         }
+    metric = next(iter(table.values()))["metric"]
+    table["zero-shot (untrained)"] = {
+        "recipe": args.recipes[0], "metric": metric, "values": [zero_shot[metric.removeprefix("test_")]],
+        "mean": zero_shot[metric.removeprefix("test_")], "std": 0.0, "trainable_parameters": 0,
+        "test_examples": zero_shot["examples"], "untrained": True,
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = {
@@ -91,9 +113,9 @@ def main():
     lines = ["| method | trainable params | " + " | ".join(f"seed {s}" for s in args.seeds) + " | mean ± std |",
              "|---|---|" + "---|" * len(args.seeds) + "---|"]
     for method, row in table.items():
-        lines.append(f"| {method} | {row['trainable_parameters']:,} | "
-                     + " | ".join(f"{100 * v:.1f}" for v in row["values"])
-                     + f" | {100 * row['mean']:.1f} ± {100 * row['std']:.1f} |")
+        seeds = ["-"] * len(args.seeds) if row.get("untrained") else [f"{100 * v:.1f}" for v in row["values"]]
+        mean = f"{100 * row['mean']:.1f}" + ("" if row.get("untrained") else f" ± {100 * row['std']:.1f}")
+        lines.append(f"| {method} | {row['trainable_parameters']:,} | " + " | ".join(seeds) + f" | {mean} |")
     (out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
