@@ -29,6 +29,15 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ["configs/dept/sst2_dept.yaml", "configs/dept/sst2_pt.yaml", "configs/dept/sst2_lora.yaml"]
 
 
+def posttrain(argv: list[str], label: str) -> None:
+    """Run ``posttrain ARGV`` in a child process (printed first); its last error line stops the script."""
+    print(f"[{label}] posttrain {' '.join(argv)}", flush=True)
+    proc = subprocess.run([sys.executable, "-m", "posttrain", *argv], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    if proc.returncode != 0:
+        raise SystemExit(f"[{label}] failed: {proc.stderr.strip().splitlines()[-1:]}")
+
+
 def run(recipe: str, seed: int, args, run_dir: Path) -> dict:
     final = run_dir / "final_metrics.json"
     if final.is_file() and not args.force:  # re-running the script resumes the grid
@@ -38,13 +47,8 @@ def run(recipe: str, seed: int, args, run_dir: Path) -> dict:
     overrides = [f"train.seed={seed}", f"train.max_steps={args.steps}", f"train.per_device_batch_size={args.batch_size}",
                  f"train.output_dir={run_dir}", "train.eval_steps=0", "train.save_steps=0", "task.eval=",
                  f"task.max_test_examples={args.max_test}", "train.logging_steps=10"]
-    command = [sys.executable, "-m", "posttrain", "train", recipe, *overrides]
-    print(f"[{run_dir.name}] {' '.join(command[2:])}", flush=True)
     start = time.time()
-    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-    if proc.returncode != 0:
-        raise SystemExit(f"[{run_dir.name}] failed: {proc.stderr.strip().splitlines()[-1:]}")
+    posttrain(["train", recipe, *overrides], run_dir.name)
     metrics = json.loads(final.read_text())
     print(f"[{run_dir.name}] {time.time() - start:.0f} s, " + ", ".join(
         f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith("test_") and isinstance(v, float)), flush=True)
@@ -54,13 +58,8 @@ def run(recipe: str, seed: int, args, run_dir: Path) -> dict:
 def zero_shot_metrics(args, path: Path) -> dict:
     """The recipes' base model scored untrained on the same test subset (``posttrain tasks eval``), once."""
     if not path.is_file() or args.force:
-        command = [sys.executable, "-m", "posttrain", "tasks", "eval", args.recipes[0],
-                   f"task.max_test_examples={args.max_test}", "--out", str(path)]
-        print(f"[zero-shot] {' '.join(command[2:])}", flush=True)
-        proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
-                              env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-        if proc.returncode != 0:
-            raise SystemExit(f"[zero-shot] failed: {proc.stderr.strip().splitlines()[-1:]}")
+        posttrain(["tasks", "eval", args.recipes[0], f"task.max_test_examples={args.max_test}", "--out", str(path)],
+                  "zero-shot")
     return json.loads(path.read_text())["metrics"]
 
 

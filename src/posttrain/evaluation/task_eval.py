@@ -32,8 +32,9 @@ class TaskScorer:
         return len(self.contexts)
 
     def predict(self, model, progress: bool | str = False) -> list[str]:
-        scores = self.label_scores(model, progress)
-        return [self.task.labels[int(i)] for i in scores.argmax(-1)]
+        from ..methods.objectives import label_predictions  # the argmax label, as every task scorer predicts
+
+        return label_predictions(self.task, self.label_scores(model, progress))
 
     def label_scores(self, model, progress: bool | str = False) -> torch.Tensor:
         """(N, C) float32: log p(word_c | context) of each label word (summed over its scored tokens), the
