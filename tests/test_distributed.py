@@ -84,8 +84,11 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path, ti
     assert sorted(p.name for p in ddp_dir.iterdir()) == sorted(p.name for p in single_dir.iterdir())
     assert not [p for p in ddp_dir.rglob("*") if p.name.startswith(distributed.STAGING_PREFIX)]
     ddp, one = _records(ddp_dir), _records(single_dir)
-    lines = (ddp_dir / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == len(set(lines)) == len(one)  # no line written twice
+    # no record written twice: the same records (step and fields) as the one-process run, in the same order. (Not
+    # "all lines distinct": the final evaluation after training repeats the last periodic one at the same step and
+    # its line is identical whenever the two eval_runtime values round alike.)
+    shape = lambda records: [(r.get("step"), sorted(r)) for r in records]  # noqa: E731
+    assert shape(ddp) == shape(one)
     assert [r["step"] for r in ddp if "loss" in r] == [1, 2, 3]
 
     # eval metrics over the whole eval set, gathered across processes (the padding repeat of row 5 dropped)
