@@ -63,6 +63,9 @@ UNTRAINED = {"zero_shot"}  # scored once per task (no k-shot data used): one val
 TASKS = ["SST-2", "configs/tasks/trec_causal.yaml", "configs/tasks/rte_causal.yaml",
          "configs/tasks/mrpc_causal.yaml"]
 SEEDS = [13, 21, 42, 87, 100]
+LEDGER = ROOT / "docs" / "benchmarks" / "fewshot_experiment_runs.jsonl"
+RESULT_FILES = {"final_metrics.json", "eval.json", "summary.json", "stage5.done.json"}  # what the table reads
+WEIGHT_DIRS = {"final", "checkpoints", "best"}
 PAIR_MAX_LENGTH = 192  # PCP: 256 for pair tasks; cut to 192 tokens here (the middle of long premises goes)
 
 
@@ -167,6 +170,10 @@ def run_task_seed(args, task_ref: str, seed: int) -> None:
     methods = args.methods
     if "zero_shot" in methods:
         zero_shot_run(args, task_ref)
+    teacher = cell("prompt_ft_hard")
+    if "pcp" in methods and not (cell("pcp") / "stage5.done.json").is_file() and finished(teacher) \
+            and not (teacher / "final").is_dir():  # PCP's teacher came back from the ledger without its weights
+        shutil.rmtree(teacher)
     for method in ("prompt_ft_hard", "cls", "prompt_ft_soft"):
         if method in methods or (method == "prompt_ft_hard" and "pcp" in methods):
             train_run(args, RECIPES[method], task_ref, seed, cell(method))
@@ -187,6 +194,38 @@ def run_task_seed(args, task_ref: str, seed: int) -> None:
     if "self_training" in methods:
         self_training_run(args, task_ref, seed, cell("self_training"))
         drop_weights(cell("self_training"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ledger: the result files, kept in the repository
+
+
+def read_ledger(path: Path) -> dict[str, dict]:
+    if not path.is_file():
+        return {}
+    entries = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    return {entry["file"]: entry["content"] for entry in entries}
+
+
+def save_ledger(args) -> None:
+    """Add the result files under ``--out`` to the ledger (entries of files not here are kept)."""
+    entries = read_ledger(args.ledger)
+    for path in args.out.rglob("*.json"):
+        rel = path.relative_to(args.out)
+        if path.name in RESULT_FILES and not WEIGHT_DIRS & set(rel.parts):
+            entries[rel.as_posix()] = json.loads(path.read_text())
+    args.ledger.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.ledger.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps({"file": k, "content": entries[k]}) + "\n" for k in sorted(entries)))
+    tmp.replace(args.ledger)  # a killed script leaves the old ledger whole
+
+
+def restore_ledger(args) -> None:
+    for rel, content in read_ledger(args.ledger).items():
+        path = args.out / rel
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(content, indent=2))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -351,19 +390,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--max-test", type=int, default=200)
     parser.add_argument("--pool", type=int, default=128, help="unlabelled pool texts for TAPT/PCP CPT")
+    parser.add_argument("--ledger", type=Path, default=None,
+                        help="result files kept across checkouts (default docs/benchmarks/fewshot_experiment_runs.jsonl)")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args(argv)
+    args.ledger = (args.ledger or LEDGER).resolve()
     args.out = args.out.resolve()
     os.chdir(ROOT)  # the recipes and task files are named relative to the repository root
     args.out.mkdir(parents=True, exist_ok=True)
+    restore_ledger(args)
     if not args.report_only:
         for task_ref in args.tasks:
             for seed in args.seeds:
                 run_task_seed(args, task_ref, seed)
                 report(args)
+                save_ledger(args)
             if "tapt" in args.methods:
                 drop_weights(args.out / "tapt" / task_label(task_ref) / "cpt" / "stage4_cpt")
     report(args)
+    save_ledger(args)
 
 
 if __name__ == "__main__":

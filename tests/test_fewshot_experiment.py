@@ -7,6 +7,7 @@ modules' tests.
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,7 @@ def experiment(monkeypatch, tmp_path):
             (out / "stage4.done.json").write_text("{}")
 
     monkeypatch.setattr(module, "run", fake_run)
+    monkeypatch.setattr(module, "LEDGER", tmp_path / "ledger.jsonl")  # never the repository's ledger
     return module, calls, tmp_path / "out"
 
 
@@ -107,10 +109,10 @@ def test_report_table_is_mean_and_population_std_over_finished_seeds(experiment)
     assert (out / "report.png").stat().st_size > 0
     assert "| prompt_ft_hard | SST-2 | 81.3 (75.0) | 82.1 (75.0) |" in table
     assert "| pcp | +10.0 (2/0/0) |" in table  # paired with prompt_ft_hard on the same seeds
-    # a missing middle seed keeps the per-seed columns aligned
+    # a missing middle seed keeps the per-seed columns aligned (an empty ledger: the file does not come back)
     (out / "pcp" / "SST-2" / "seed13" / "stage5_final" / "final_metrics.json").unlink()
     module.main(["--out", str(out), "--tasks", "SST-2", "--seeds", "13", "21", "--methods", "prompt_ft_hard", "pcp",
-                 "--report-only"])
+                 "--report-only", "--ledger", str(out.parent / "empty.jsonl")])
     table = (out / "report.md").read_text()
     assert "| pcp | SST-2 | - | 92.1 (nan) |" in table and "| pcp | +10.0 (1/0/0) |" in table
     # a seed that has not finished is counted, not hidden
@@ -133,3 +135,29 @@ def test_an_invocation_drops_only_the_weights_of_its_own_methods(experiment):
     module.main(["--out", str(out), "--tasks", "SST-2", "--seeds", "13", "--methods", "prompt_ft_hard", "pcp"])
     assert not (teacher / "final").exists()  # PCP has now read its teacher
 
+
+
+def test_the_ledger_brings_finished_runs_back_into_a_checkout_without_runs(experiment):
+    module, calls, out = experiment
+    argv = ["--out", str(out), "--tasks", "SST-2", "--seeds", "13"]
+    module.main(argv)
+    before = json.loads((out / "report.json").read_text())["rows"]
+    ledger = [json.loads(line)["file"] for line in (out.parent / "ledger.jsonl").read_text().splitlines()]
+    assert "pcp/SST-2/seed13/stage5.done.json" in ledger and "zero_shot/SST-2/eval.json" in ledger
+    assert not [f for f in ledger if "/final/" in f or not f.endswith(tuple(module.RESULT_FILES))]
+    shutil.rmtree(out)
+    calls.clear()
+    module.main(argv)
+    assert calls == []  # nothing trains again, not even TAPT's CPT or PCP's teacher
+    assert json.loads((out / "report.json").read_text())["rows"] == before
+
+
+def test_a_teacher_restored_without_weights_is_retrained_only_while_pcp_needs_it(experiment):
+    module, calls, out = experiment
+    module.main(["--out", str(out), "--tasks", "SST-2", "--seeds", "13", "--methods", "prompt_ft_hard"])
+    shutil.rmtree(out)
+    calls.clear()
+    module.main(["--out", str(out), "--tasks", "SST-2", "--seeds", "13", "--methods", "prompt_ft_hard", "pcp"])
+    assert [c[0] for c in calls] == ["train", "pcp"]
+    pcp = dict(a.split("=", 1) for a in calls[1] if "=" in a)
+    assert (Path(pcp["teacher_run"]) / "final_metrics.json").is_file()
