@@ -33,13 +33,16 @@ def test_final_metrics_are_the_best_evaluation(tmp_path, tiny_model_dir, task_fi
     from posttrain.engine import train
 
     final = train(_cfg(tmp_path, tiny_model_dir, task_file))
-    evals = _periodic_evals(tmp_path / "run")[:-1]  # the last record is the final evaluation after restoring
+    evals = _periodic_evals(tmp_path / "run")
+    # one record per evaluation: the final dev metrics are the best evaluation's, reused, not a second pass
+    assert [r["step"] for r in evals] == list(range(1, 9))
     losses = {r["step"]: r["eval_output_loss"] for r in evals}
     best_step = min(losses, key=lambda s: (losses[s], s))
     assert best_step != 8, "the setting should make the last step not the best (else the test proves nothing)"
     assert final["best_step"] == best_step
     assert final["best_eval_output_loss"] == pytest.approx(losses[best_step], abs=1e-6)
-    assert final["eval_output_loss"] == pytest.approx(losses[best_step], abs=1e-5)
+    best = next(r for r in evals if r["step"] == best_step)
+    assert {k: final[k] for k in best if k.startswith("eval_")} == {k: v for k, v in best.items() if k.startswith("eval_")}
 
 
 def test_resumed_run_keeps_the_best_from_before_the_interruption(tmp_path, tiny_model_dir, task_file):  # noqa: F811
@@ -52,6 +55,22 @@ def test_resumed_run_keeps_the_best_from_before_the_interruption(tmp_path, tiny_
     assert resumed["best_step"] == whole["best_step"]
     assert resumed["best_eval_output_loss"] == pytest.approx(whole["best_eval_output_loss"], abs=1e-5)
     assert resumed["test_accuracy"] == whole["test_accuracy"]
+    # the best evaluation's metrics travel with the checkpoint: no extra evaluation after the resume either
+    assert resumed["eval_accuracy"] == whole["eval_accuracy"]
+    assert [r["step"] for r in _periodic_evals(tmp_path / "parts")] == list(range(1, 9))
+
+
+def test_without_best_metric_the_last_evaluation_at_the_final_step_is_reused(tmp_path, tiny_model_dir,
+                                                                             task_file):  # noqa: F811
+    from posttrain.engine import train
+
+    final = train(_cfg(tmp_path, tiny_model_dir, task_file, "last", "train.best_metric=''", "train.eval_steps=4"))
+    evals = _periodic_evals(tmp_path / "last")
+    assert [r["step"] for r in evals] == [4, 8]  # not a third record (a second pass) at step 8
+    assert final["eval_output_loss"] == evals[-1]["eval_output_loss"] and "best_step" not in final
+    # when the last evaluation is not at the final step, the final one is made
+    final = train(_cfg(tmp_path, tiny_model_dir, task_file, "odd", "train.best_metric=''", "train.eval_steps=3"))
+    assert [r["step"] for r in _periodic_evals(tmp_path / "odd")] == [3, 6, 8]
 
 
 def test_best_metric_needs_periodic_evaluation():

@@ -10,6 +10,8 @@ model equals the best checkpoint exactly.
 
 from __future__ import annotations
 
+import json
+
 import torch
 from transformers import TrainerCallback
 
@@ -30,6 +32,7 @@ class BestWeightsCallback(TrainerCallback):
         self.minimise = lower_is_better(self.key)
         self.best_value: float | None = None
         self.best_step: int | None = None
+        self.best_metrics: dict | None = None  # everything the best evaluation reported (reused at the end)
         self._weights: dict[str, torch.Tensor] = {}
 
     def _better(self, value: float) -> bool:
@@ -45,7 +48,7 @@ class BestWeightsCallback(TrainerCallback):
             raise ConfigError(f"train.best_metric: evaluation has no {self.key!r}; it reports {known}")
         value = float(metrics[self.key])
         if self._better(value):
-            self.best_value, self.best_step = value, state.global_step
+            self.best_value, self.best_step, self.best_metrics = value, state.global_step, dict(metrics)
             self._weights = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters()
                              if p.requires_grad}
 
@@ -78,7 +81,8 @@ class BestWeightsCallback(TrainerCallback):
         if folder.is_dir():
             tmp = folder / (self.FILE + ".tmp")
             save_file({k: v.contiguous() for k, v in self._weights.items()}, str(tmp),
-                      metadata={"step": str(self.best_step), "value": repr(self.best_value), "key": self.key})
+                      metadata={"step": str(self.best_step), "value": repr(self.best_value), "key": self.key,
+                                "metrics": json.dumps(self.best_metrics)})
             tmp.replace(folder / self.FILE)
 
     def load_from(self, checkpoint) -> None:
@@ -95,3 +99,4 @@ class BestWeightsCallback(TrainerCallback):
                 return  # a different best_metric than the interrupted run's: start the selection afresh
             self._weights = {k: handle.get_tensor(k) for k in handle.keys()}
         self.best_step, self.best_value = int(meta["step"]), float(meta["value"])
+        self.best_metrics = json.loads(meta["metrics"]) if "metrics" in meta else None

@@ -62,6 +62,7 @@ class PosttrainTrainer(AtomicCheckpoints, Trainer):
         self._task_scorer = task_scorer  # classification tasks: metrics of rank classification at each evaluation
         self._example_loss = example_loss  # (model, batch) -> per-example losses, for objectives that score labels
         self._train_loss = train_loss  # (model, batch) -> weighted sum for training only (e.g. NLL + lambda * KL)
+        self.last_evaluation: tuple[int, dict] | None = None  # (global step, metrics) of the latest evaluate()
         super().__init__(*args, **kwargs)
 
     def create_optimizer(self, model=None):
@@ -136,6 +137,7 @@ class PosttrainTrainer(AtomicCheckpoints, Trainer):
         metrics[f"{metric_key_prefix}_runtime"] = round(time.time() - start, 3)
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        self.last_evaluation = (self.state.global_step, metrics)
         model.train()
         return metrics
 
@@ -268,6 +270,17 @@ def finished_from_checkpoint(trainer, checkpoint: Path, metrics_cb: MetricsCallb
     return metrics_cb.mean_train_loss() or 0.0
 
 
+def final_evaluation(trainer, restored_from: BestWeightsCallback | None) -> dict:
+    """Dev metrics of the weights the run keeps. An evaluation already made of exactly these weights is reused
+    (the best one after a restore; the last one when it ran at the final step) rather than computed and logged
+    twice; otherwise one more pass."""
+    if restored_from is not None and restored_from.best_metrics:
+        return restored_from.best_metrics
+    if restored_from is None and trainer.last_evaluation and trainer.last_evaluation[0] == trainer.state.global_step:
+        return trainer.last_evaluation[1]
+    return trainer.evaluate()
+
+
 @dataclasses.dataclass
 class RunExtension:
     """What a method that needs its own Trainer subclass adds to ``train`` (e.g. self-training's unlabelled stream):
@@ -362,10 +375,11 @@ def train(cfg: RunConfig, *, resume: bool = False, callbacks: list[TrainerCallba
         final["train_loss"] = metrics_cb.mean_train_loss() or training_loss  # all steps, not only this process's
     if ext.final_metrics:
         final.update(ext.final_metrics(trainer))
-    if best_cb is not None and not stopped_early and best_cb.restore(trainer.model):
+    restored = best_cb is not None and not stopped_early and best_cb.restore(trainer.model)
+    if restored:
         final.update(best_cb.summary())  # final eval, test and saved weights are the best evaluation's
     if data.eval is not None and not stopped_early:
-        final.update(trainer.evaluate())
+        final.update(final_evaluation(trainer, best_cb if restored else None))
     if data.test_scorer is not None and not stopped_early:
         test = {f"test_{k}": v for k, v in data.test_scorer(trainer.model, progress="test").items()}
         trainer.log(test)
