@@ -78,8 +78,9 @@ def split_scorer(cfg, tokenizer, model, split: str, examples: list[dict]):
 
     other = "eval" if split == "test" else "test"
     cfg = dataclasses.replace(cfg, task=dataclasses.replace(cfg.task, **{other: None}))
-    # prepare_data also builds a training set, which must not be empty: the scored rows stand in (nothing trains)
-    data = prepare_data(cfg, tokenizer, model, {"train": examples, split: examples})
+    # prepare_data also builds a training set, which must not be empty: one scored row stands in (nothing trains,
+    # and no scorer reads the training rows), so the split is not encoded a second time as training data
+    data = prepare_data(cfg, tokenizer, model, {"train": examples[:1], split: examples})
     return data.test_scorer if split == "test" else data.eval_scorer
 
 
