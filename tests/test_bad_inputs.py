@@ -194,6 +194,12 @@ def _soft_prompt_truncated(env: Env) -> list[str]:
     return env.generate(run)
 
 
+def _with_line(path: Path, after: str, line: str) -> Path:
+    """``path`` with ``line`` added under the line ``after`` (YAML text as a user types it)."""
+    path.write_text(path.read_text().replace(after + "\n", f"{after}\n{line}\n", 1))
+    return path
+
+
 def _existing_checkpoints(env: Env) -> list[str]:
     (env.run / "checkpoints" / "checkpoint-1").mkdir(parents=True)
     return env.train()
@@ -317,6 +323,10 @@ CASES: list[Case] = [
     Case("config-bad-value", "config", "`loss.mode=im`",
          lambda e: e.train("loss.mode=im"),
          ("loss.mode", "expected one of output_only, instruction_and_output, all_tokens", "'im'"),
+         nothing_written=True),
+    Case("config-yaml-boolean", "config", "`train: {mixed_precision: no}` (YAML reads `no` as false)",
+         lambda e: ["train", str(_with_line(e.recipe(), "train:", "  mixed_precision: no"))],
+         ("train.mixed_precision", "expected one of none, bf16, fp16, got False", "quote the word"),
          nothing_written=True),
     Case("config-bad-type", "config", "`train.max_steps=ten`",
          lambda e: e.train("train.max_steps=ten"),

@@ -123,3 +123,26 @@ def test_truncation_drops_examples_without_targets(tokenizer):
     long_prompt = {"messages": [{"role": "user", "content": "word " * 200}, {"role": "assistant", "content": "ok"}]}
     ds, stats = build_sft_dataset(tokenizer, [long_prompt, EXAMPLES[0]], None, LossConfig(mode="output_only"), 64)
     assert len(ds) == 1 and stats.dropped_no_target == 1 and stats.truncated == 1
+
+
+def test_fused_loss_keeps_fp32_logits_inside_an_autocast_region():
+    """Under bf16 autocast (train.mixed_precision) the fused loss and its eval twin still compute fp32 logits: the
+    same value and gradients as outside the region (autocast would otherwise make the matmuls bf16, or fail on the
+    in-place fp32 gradient accumulation)."""
+    from posttrain.losses import FusedLinearCrossEntropy, chunked_nll
+
+    gen = torch.Generator().manual_seed(0)
+    hidden = torch.randn(6, 16, generator=gen, requires_grad=True)
+    weight = torch.randn(50, 16, generator=gen, requires_grad=True)
+    targets, rows = torch.randint(0, 50, (6,), generator=gen), torch.rand(6, generator=gen)
+    plain = FusedLinearCrossEntropy.apply(hidden, weight, targets, rows)
+    plain.backward()
+    want = (plain.detach(), hidden.grad.clone(), weight.grad.clone())
+    hidden.grad = weight.grad = None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cast = FusedLinearCrossEntropy.apply(hidden, weight, targets, rows)
+        nll = chunked_nll(hidden.detach(), weight.detach(), targets)
+    cast.backward()
+    assert cast.dtype == torch.float32 and torch.equal(cast.detach(), want[0])
+    assert torch.equal(hidden.grad, want[1]) and torch.equal(weight.grad, want[2])
+    assert torch.allclose((nll * rows).sum(), want[0], atol=1e-5)

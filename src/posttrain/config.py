@@ -236,6 +236,13 @@ class TrainConfig:
     report_to: list = _f([], "Extra loggers: tensorboard, wandb (when installed).")
     dataloader_num_workers: int = _f(0, "DataLoader workers.")
     gradient_checkpointing: bool = _f(False, "Recompute activations in backward to save memory.")
+    mixed_precision: Literal["none", "bf16", "fp16"] = _f(
+        "none",
+        "Run forward passes (training and evaluation) under autocast in this precision while weights and "
+        "optimizer state stay in model.dtype: bf16 on GPUs that have it and on CPUs with AVX512-BF16/AMX kernels; "
+        "fp16 (with loss scaling) needs a CUDA GPU; none = all in model.dtype. Full-vocabulary losses keep fp32 "
+        "logits.",
+    )
     progress: bool = _f(True, "Show tqdm progress bars.")
     neftune_alpha: float = _f(
         0.0,
@@ -389,6 +396,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if value not in args:
             close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
+            if isinstance(value, bool):  # YAML 1.1 reads no/off/yes/on as booleans
+                hint = " (YAML reads no, off, yes and on as true/false: quote the word)"
             raise ConfigError(f"{key}: expected one of {', '.join(map(str, args))}, got {value!r}{hint}")
         return value
     if tp is bool:

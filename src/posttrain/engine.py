@@ -18,12 +18,11 @@ bars and logging integrations. This module adds only what it lacks:
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import time
 from pathlib import Path
 
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import Trainer, TrainerCallback
 
 from . import attention, distributed
 from .best_weights import BestWeightsCallback
@@ -39,6 +38,7 @@ from .methods import ADAPTERS, OPTIMIZER_GROUPS, kl_regularisation, neftune
 from .methods.objectives import OBJECTIVES
 from .run_data import prepare_data, read_rows
 from .run_meta import run_metadata
+from .training_args import mixed_precision_arguments, training_arguments
 
 
 class PosttrainTrainer(AtomicCheckpoints, Trainer):
@@ -190,60 +190,6 @@ def per_example_nll(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return sums, counts
 
 
-def _check_report_to(report_to: list) -> list | str:
-    for name in report_to:
-        module = {"tensorboard": "tensorboard", "wandb": "wandb"}.get(name)
-        if module is None:
-            raise ConfigError(f"train.report_to: unknown logger {name!r}; expected tensorboard or wandb")
-        if importlib.util.find_spec(module) is None:
-            raise ConfigError(f"train.report_to: {name} is not installed (pip install {module})")
-    return list(report_to) or "none"
-
-
-def training_arguments(cfg: RunConfig, has_eval: bool) -> TrainingArguments:
-    t = cfg.train
-    kwargs = dict(
-        output_dir=str(Path(t.output_dir) / "checkpoints"),
-        learning_rate=t.learning_rate,
-        weight_decay=t.weight_decay,
-        adam_beta1=t.adam_beta1,
-        adam_beta2=t.adam_beta2,
-        adam_epsilon=t.adam_epsilon,
-        optim="adamw_torch",
-        lr_scheduler_type=t.lr_scheduler,
-        warmup_steps=t.warmup_ratio,
-        per_device_train_batch_size=t.per_device_batch_size,
-        per_device_eval_batch_size=t.per_device_batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
-        num_train_epochs=t.num_epochs,
-        max_steps=t.max_steps,
-        max_grad_norm=t.max_grad_norm,
-        logging_steps=t.logging_steps,
-        logging_nan_inf_filter=False,  # a NaN loss must reach the logs and the NaN guard, not be averaged away
-        eval_strategy="steps" if (has_eval and t.eval_steps > 0) else "no",
-        eval_on_start=has_eval and t.eval_on_start,
-        save_strategy="steps" if t.save_steps > 0 else "no",
-        save_total_limit=t.save_total_limit,
-        seed=t.seed,
-        data_seed=t.seed,
-        report_to=_check_report_to(t.report_to),
-        disable_tqdm=not t.progress,
-        remove_unused_columns=False,
-        dataloader_num_workers=t.dataloader_num_workers,
-        dataloader_pin_memory=torch.cuda.is_available(),
-        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
-    )
-    if distributed.needs_cpu_backend():
-        kwargs["use_cpu"] = True  # torchrun / accelerate launch without GPUs: gloo process group on the CPU
-    if t.gradient_checkpointing:
-        kwargs["activation_checkpointing"] = True
-    if t.eval_steps > 0:
-        kwargs["eval_steps"] = t.eval_steps
-    if t.save_steps > 0:
-        kwargs["save_steps"] = t.save_steps
-    return TrainingArguments(**kwargs)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # run directory
 
@@ -315,6 +261,7 @@ def train(cfg: RunConfig, *, resume: bool = False, callbacks: list[TrainerCallba
         raise ConfigError(f"train.output_dir: {run_dir} already holds checkpoints; pass --resume or choose a new dir")
 
     rows = read_rows(cfg)  # before the model loads: a bad data file fails at once
+    mixed_precision_arguments(cfg.train.mixed_precision)  # so does fp16 without a GPU
     set_seed(cfg.train.seed)
     if model is None or tokenizer is None:
         model_cfg, num_labels = objective_model_config(cfg)

@@ -86,6 +86,11 @@ class FusedLinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, targets, row_weights):
+        with full_precision(hidden):  # its own fp32 logits and gradients, also under train.mixed_precision
+            return FusedLinearCrossEntropy._forward(ctx, hidden, weight, targets, row_weights)
+
+    @staticmethod
+    def _forward(ctx, hidden, weight, targets, row_weights):
         n, vocab = hidden.shape[0], weight.shape[0]
         chunk = max(1, CHUNK_ELEMENTS // vocab)
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
@@ -124,11 +129,18 @@ def chunked_nll(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tenso
     """Per-row NLL without gradients, one chunk of logits at a time (evaluation)."""
     chunk = max(1, CHUNK_ELEMENTS // weight.shape[0])
     out = []
-    for start in range(0, hidden.shape[0], chunk):
-        logits = hidden[start : start + chunk].float() @ weight.float().T
-        y = targets[start : start + chunk]
-        out.append(torch.logsumexp(logits, -1) - logits.gather(1, y[:, None]).squeeze(1))
+    with full_precision(hidden):
+        for start in range(0, hidden.shape[0], chunk):
+            logits = hidden[start : start + chunk].float() @ weight.float().T
+            y = targets[start : start + chunk]
+            out.append(torch.logsumexp(logits, -1) - logits.gather(1, y[:, None]).squeeze(1))
     return torch.cat(out) if out else hidden.new_zeros(0)
+
+
+def full_precision(tensor: torch.Tensor):
+    """Autocast off on ``tensor``'s device: a loss over the whole vocabulary keeps fp32 logits (log-sum-exp over
+    ~50k entries) when the model runs under train.mixed_precision."""
+    return torch.autocast(device_type=tensor.device.type, enabled=False)
 
 
 def _model_inputs(batch: dict) -> dict:

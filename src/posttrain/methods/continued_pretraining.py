@@ -82,6 +82,8 @@ class ContinuedPretrainingConfig:
     logging_steps: int = _f(10, "Log the training loss every N steps.")
     seed: int = _f(42, "Seed of data order and masking (the held-out masks use seed + 1).")
     progress: bool = _f(True, "Show tqdm progress bars.")
+    mixed_precision: Literal["none", "bf16", "fp16"] = _f(
+        "none", "Autocast precision of forward passes, as train.mixed_precision of a run (bf16, fp16 on CUDA, no).")
 
     def __post_init__(self):
         def bad(key, msg):
@@ -241,7 +243,7 @@ def training_arguments(cfg: ContinuedPretrainingConfig, resuming: bool = False):
     """The engine's TrainingArguments (same glue as every run), plus best-checkpoint selection by held-out loss.
     The starting model's loss (``eval_on_start``, measured once, not again on resume) does not compete for best."""
     from ..config import RunConfig, TrainConfig
-    from ..engine import training_arguments as engine_arguments
+    from ..training_args import training_arguments as engine_arguments
 
     train = TrainConfig(
         output_dir=cfg.output_dir, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
@@ -251,6 +253,7 @@ def training_arguments(cfg: ContinuedPretrainingConfig, resuming: bool = False):
         max_steps=cfg.max_steps, max_grad_norm=cfg.max_grad_norm, logging_steps=cfg.logging_steps,
         eval_steps=cfg.eval_steps, eval_on_start=cfg.eval_on_start and not resuming, save_steps=cfg.eval_steps,
         save_total_limit=cfg.save_total_limit, seed=cfg.seed, progress=cfg.progress,
+        mixed_precision=cfg.mixed_precision,
     )
     args = engine_arguments(RunConfig(train=train), has_eval=True)
     return dataclasses.replace(args, load_best_model_at_end=True, metric_for_best_model="loss",
@@ -271,6 +274,7 @@ def continued_pretraining(cfg: ContinuedPretrainingConfig, *, resume: bool | Non
     from ..config import ModelConfig, write_config
     from ..distributed import remove_staging
     from ..engine import last_checkpoint
+    from ..training_args import mixed_precision_arguments
     from ..io_utils import atomic_write_json
     from ..models import describe_model, load_model_and_tokenizer
 
@@ -283,6 +287,7 @@ def continued_pretraining(cfg: ContinuedPretrainingConfig, *, resume: bool | Non
         raise ConfigError(f"--resume: no checkpoint under {run_dir / 'checkpoints'}")
     if resume is False and checkpoint is not None:
         raise ConfigError(f"cpt.output_dir: {run_dir} already holds checkpoints; resume or choose a new dir")
+    mixed_precision_arguments(cfg.mixed_precision)  # fp16 without a GPU fails before the model loads
 
     set_seed(cfg.seed)
     if model is None or tokenizer is None:
