@@ -49,7 +49,7 @@ def posttrain(argv: list[str], label: str) -> None:
 def settings(args, recipe: str, seed: int | None) -> dict:
     """What makes two runs the same run: a ledger line counts only for these exact values."""
     return {"recipe": recipe, "seed": seed, "steps": args.steps, "batch_size": args.batch_size,
-            "max_test": args.max_test}
+            "max_test": args.max_test, "mixed_precision": args.mixed_precision}
 
 
 def zero_shot_key(args) -> dict:
@@ -86,7 +86,8 @@ def run(recipe: str, seed: int, args, ledger: list[dict]) -> None:
         shutil.rmtree(run_dir)
     overrides = [f"train.seed={seed}", f"train.max_steps={args.steps}", f"train.per_device_batch_size={args.batch_size}",
                  f"train.output_dir={run_dir}", "train.eval_steps=0", "train.save_steps=0", "task.eval=",
-                 f"task.max_test_examples={args.max_test}", "train.logging_steps=10"]
+                 f"task.max_test_examples={args.max_test}", "train.logging_steps=10",
+                 f"train.mixed_precision={args.mixed_precision}"]
     start = time.time()
     posttrain(["train", recipe, *overrides], run_dir.name)
     metrics = json.loads((run_dir / "final_metrics.json").read_text())
@@ -145,7 +146,7 @@ def write_report(args, rows: dict) -> None:
     result = {
         "command": "python benchmarks/dept_accuracy.py " + " ".join(a for a in sys.argv[1:] if a != "--report-only"),
         "ledger": str(args.ledger), "steps": args.steps, "batch_size": args.batch_size, "seeds": args.seeds,
-        "max_test": args.max_test, "methods": rows,
+        "max_test": args.max_test, "mixed_precision": args.mixed_precision, "methods": rows,
     }
     (out / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = ["| method | trainable params | " + " | ".join(f"seed {s}" for s in args.seeds) + " | mean ± std (n) |",
@@ -174,8 +175,8 @@ def plot(args, rows: dict, path: Path) -> None:
         values = [v for v in rows[n]["values"].values() if v is not None]
         ax.scatter([i] * len(values), [100 * v for v in values], color="black", s=10, zorder=3)
     ax.set_ylabel(f"{rows[names[0]]['metric']} (%)" if names else "")
-    ax.set_title(f"{args.steps} steps x batch {args.batch_size}, seeds {args.seeds}, {args.max_test} test examples",
-                 fontsize=8)
+    ax.set_title(f"{args.steps} steps x batch {args.batch_size}, seeds {args.seeds}, {args.max_test} test examples"
+                 + ("" if args.mixed_precision == "none" else f", {args.mixed_precision} autocast"), fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
@@ -189,6 +190,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-test", type=int, default=400, help="seeded subset of the test set (same for all runs)")
+    parser.add_argument("--mixed-precision", default="none", choices=["none", "bf16", "fp16"],
+                        help="train.mixed_precision of every run (part of the settings a ledger line must match)")
     parser.add_argument("--runs", default="runs/dept_accuracy", help="where the individual runs go")
     parser.add_argument("--ledger", type=Path, default=ROOT / "docs" / "dept_accuracy_runs.jsonl",
                         help="one line per finished run; runs found here with the same settings are skipped")

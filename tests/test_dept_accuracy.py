@@ -77,6 +77,9 @@ def test_other_settings_are_other_runs_and_missing_seeds_show_as_dashes(accuracy
     assert "| sst2_pt | 1,000 | 71.0 | - | 71.0 ± 0.0 (1) |" in md
     module.main([*ARGS[:1], "6", *ARGS[2:], *paths])  # 6 steps: new runs for both seeds; zero-shot is kept
     assert len(trained(calls)) == 6 and all(c[0] == "train" for c in calls)
+    calls.clear()
+    module.main([*ARGS, "--mixed-precision", "bf16", *paths])  # another precision: other runs too
+    assert len(trained(calls)) == 6 and all("train.mixed_precision=bf16" in c for c in calls)
 
 
 def test_force_reruns_and_the_newest_line_wins(accuracy):
