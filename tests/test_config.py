@@ -63,14 +63,3 @@ def test_every_key_has_help():
         for f in dataclasses.fields(section.default_factory):
             assert len(f.metadata.get("help", "")) >= 10, f"{section.name}.{f.name} has no help"
     assert "reference_code" in describe()
-
-
-def test_shipped_recipes_load():
-    from pathlib import Path
-
-    recipes = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
-    assert len(recipes) >= 7
-    for path in recipes:
-        cfg = load_config(path)
-        assert path.read_text().startswith("#") and f"posttrain train configs/{path.name}" in path.read_text()
-        assert cfg.data.train_file
