@@ -34,7 +34,7 @@ LIMA = ROOT / ".." / "shared" / "data" / "instruction" / "lima_data.jsonl"
 OUT = ROOT / "docs" / "benchmarks"
 
 CONFIGS = {
-    # name: (framework, adapter, padding-free/packing, gradient checkpointing[, attention implementation])
+    # name: (framework, adapter, padding-free/packing, gradient checkpointing[, attention implementation[, autocast]])
     # TRL's SFTConfig turns gradient checkpointing on by default; it is set explicitly here so pairs match.
     "trl-full": ("trl", "full", False, False),
     "posttrain-full": ("posttrain", "full", False, False),
@@ -46,6 +46,9 @@ CONFIGS = {
     "posttrain-full-packing-varlen": ("posttrain", "full", True, False, "posttrain_varlen"),
     "trl-full-ckpt": ("trl", "full", False, True),
     "posttrain-full-ckpt": ("posttrain", "full", False, True),
+    # bf16 autocast, fp32 weights (train.mixed_precision / TRL's bf16=True); CPUs with AVX512-BF16/AMX have kernels
+    "trl-full-bf16": ("trl", "full", False, False, "sdpa", "bf16"),
+    "posttrain-full-bf16": ("posttrain", "full", False, False, "sdpa", "bf16"),
 }
 
 
@@ -115,9 +118,10 @@ def child(spec: dict) -> dict:
     from posttrain.config import ModelConfig
     from posttrain.models import load_model_and_tokenizer
 
-    framework, adapter, packed, ckpt, *attention = CONFIGS[spec["name"]]
+    framework, adapter, packed, ckpt, *rest = CONFIGS[spec["name"]]
+    attention, precision = (*rest, *("sdpa", "none")[len(rest):])  # the optional fields' defaults
     rows = [json.loads(line) for line in Path(spec["data"]).read_text().splitlines()]
-    model, tokenizer = load_model_and_tokenizer(ModelConfig(attn_implementation=(attention or ["sdpa"])[0]),
+    model, tokenizer = load_model_and_tokenizer(ModelConfig(attn_implementation=attention),
                                                 for_training=True)
     token_counts, marks = [], {}
     count_tokens(model, token_counts)
@@ -139,7 +143,7 @@ def child(spec: dict) -> dict:
                 f"train.per_device_batch_size={spec['batch_size']}", f"train.max_steps={total_steps}",
                 "train.learning_rate=1e-5", "train.warmup_ratio=0", f"train.packing={str(packed).lower()}",
                 f"train.output_dir={workdir}/run", "train.progress=false", "train.logging_steps=1000",
-                f"train.gradient_checkpointing={str(ckpt).lower()}",
+                f"train.gradient_checkpointing={str(ckpt).lower()}", f"train.mixed_precision={precision}",
             ])
             train(cfg, model=model, tokenizer=tokenizer, callbacks=[callback])
         else:
@@ -152,7 +156,8 @@ def child(spec: dict) -> dict:
                 max_steps=total_steps, learning_rate=1e-5, lr_scheduler_type="linear", warmup_steps=0,
                 logging_steps=1000, save_strategy="no", report_to="none", disable_tqdm=True,
                 packing=packed, packing_strategy="bfd", completion_only_loss=True, dataloader_pin_memory=False, optim="adamw_torch",
-                adam_beta2=0.98, adam_epsilon=1e-6, bf16=False, gradient_checkpointing=ckpt,
+                adam_beta2=0.98, adam_epsilon=1e-6, bf16=precision == "bf16", gradient_checkpointing=ckpt,
+                use_cpu=precision == "bf16" and not torch.cuda.is_available(),
             )
             peft_config = None
             if adapter == "lora":
@@ -167,7 +172,7 @@ def child(spec: dict) -> dict:
     seconds = marks["end"] - marks["start"]
     return {
         "name": spec["name"], "framework": framework, "adapter": adapter, "padding_free": packed, "gradient_checkpointing": ckpt,
-        "attention": (attention or ["sdpa"])[0],
+        "attention": attention, "mixed_precision": precision,
         "steps_measured": len(measured), "tokens_measured": sum(measured), "seconds": round(seconds, 3),
         "tokens_per_s": round(sum(measured) / seconds, 2),
         "peak_rss_mb": round(rss.peak / 2**20, 1),
@@ -275,7 +280,8 @@ def main():
                          ("posttrain-full-packing-varlen", "trl-full"),
                          ("posttrain-full-packing-varlen", "trl-full-packing"),
                          ("posttrain-full-packing-varlen", "posttrain-full"),
-                         ("posttrain-full-ckpt", "trl-full-ckpt")):
+                         ("posttrain-full-ckpt", "trl-full-ckpt"), ("posttrain-full-bf16", "posttrain-full"),
+                         ("posttrain-full-bf16", "trl-full-bf16")):
         if ours in ok and theirs in ok:
             ratios[f"{ours} / {theirs}"] = {
                 "throughput": round(ok[ours]["tokens_per_s"] / ok[theirs]["tokens_per_s"], 3),
