@@ -8,6 +8,8 @@ PCP + prompt-FT and self-training (FixMatch) on SmolLM2-135M-Instruct, 16-shot, 
 Every run is a posttrain command (printed before it runs, and executed in this process to save the start-up time),
 so each cell can be reproduced by hand. Per task and k-shot seed s (LM-BFF split 16-s), in this order:
 
+- ``majority``        LM-BFF's "Majority" row: the test subset's most frequent label predicted for every example,
+                      scored with the task's metric (computed here from the data, no model; once per task)
 - ``zero_shot``       posttrain tasks eval configs/prompt_ft/sst2_prompt_ft.yaml (the prompt-FT recipe's model scored
                       untrained with the task's template: LM-BFF's zero-shot row; once per task, no std)
 - ``prompt_ft_hard``  posttrain train configs/prompt_ft/sst2_prompt_ft.yaml (the task's hard template, label words)
@@ -58,8 +60,8 @@ RECIPES = {
     "cls": "configs/prompt_ft/sst2_cls.yaml",
     "prompt_ft_soft": "configs/prompt_ft/sst2_prompt_ft_soft.yaml",
 }
-METHODS = ["zero_shot", "prompt_ft_hard", "cls", "prompt_ft_soft", "pcp", "tapt", "self_training"]
-UNTRAINED = {"zero_shot"}  # scored once per task (no k-shot data used): one value, no std
+METHODS = ["majority", "zero_shot", "prompt_ft_hard", "cls", "prompt_ft_soft", "pcp", "tapt", "self_training"]
+UNTRAINED = {"majority", "zero_shot"}  # scored once per task (no k-shot data used): one value, no std
 TASKS = ["SST-2", "configs/tasks/trec_causal.yaml", "configs/tasks/rte_causal.yaml",
          "configs/tasks/mrpc_causal.yaml"]
 SEEDS = [13, 21, 42, 87, 100]
@@ -162,6 +164,29 @@ def zero_shot_run(args, task_ref: str) -> None:
     if not out.is_file():
         run(["tasks", "eval", RECIPES["prompt_ft_hard"], *budget(args, task_ref), "--out", str(out)],
             args.out / "commands.log")
+
+
+def majority_metrics(args, task_ref: str) -> dict:
+    """The task's metrics when every example of the (seeded) test subset gets its most frequent gold label."""
+    from collections import Counter
+
+    from posttrain.config import load_config
+    from posttrain.evaluation.metrics import task_metrics
+    from posttrain.run_data import task_split
+    from posttrain.tasks import canonical_label
+
+    cfg = load_config(RECIPES["prompt_ft_hard"], budget(args, task_ref))  # the runs' test subset
+    task = get_task(task_ref)
+    gold = [canonical_label(row["label"]) for row in task_split(cfg, task, "test", cfg.task.max_test_examples)]
+    majority = Counter(gold).most_common(1)[0][0]
+    return {**task_metrics(task, [majority] * len(gold), gold), "label": majority}
+
+
+def majority_run(args, task_ref: str) -> None:
+    out = args.out / "majority" / task_label(task_ref) / "eval.json"
+    if not out.is_file():  # the zero-shot file's layout, so the report and the ledger read both alike
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"metrics": majority_metrics(args, task_ref)}, indent=2))
 
 
 def run_task_seed(args, task_ref: str, seed: int) -> None:
@@ -399,6 +424,9 @@ def main(argv: list[str] | None = None) -> None:
     os.chdir(ROOT)  # the recipes and task files are named relative to the repository root
     args.out.mkdir(parents=True, exist_ok=True)
     restore_ledger(args)
+    if "majority" in args.methods:  # from the data alone: also for --report-only
+        for task_ref in args.tasks:
+            majority_run(args, task_ref)
     if not args.report_only:
         for task_ref in args.tasks:
             for seed in args.seeds:

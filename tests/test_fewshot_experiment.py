@@ -50,6 +50,7 @@ def experiment(monkeypatch, tmp_path):
 
     monkeypatch.setattr(module, "run", fake_run)
     monkeypatch.setattr(module, "LEDGER", tmp_path / "ledger.jsonl")  # never the repository's ledger
+    monkeypatch.setattr(module, "majority_metrics", lambda args, task_ref: {"accuracy": 0.5, "examples": 200})
     return module, calls, tmp_path / "out"
 
 
@@ -161,3 +162,26 @@ def test_a_teacher_restored_without_weights_is_retrained_only_while_pcp_needs_it
     assert [c[0] for c in calls] == ["train", "pcp"]
     pcp = dict(a.split("=", 1) for a in calls[1] if "=" in a)
     assert (Path(pcp["teacher_run"]) / "final_metrics.json").is_file()
+
+
+def test_majority_row_is_in_the_table_and_the_ledger(experiment):
+    module, calls, out = experiment
+    module.main(["--out", str(out), "--tasks", "SST-2", "--seeds", "13", "--methods", "majority", "prompt_ft_hard"])
+    assert [c[0] for c in calls] == ["train"]  # the majority row runs no command
+    assert "| majority | 50.0 | 50.0 |" in (out / "report.md").read_text()
+    assert "majority/SST-2/eval.json" in (out.parent / "ledger.jsonl").read_text()
+
+
+@pytest.mark.skipif(not (ROOT / ".." / "shared" / "data" / "lm_bff_kshot").is_dir(), reason="../shared/data absent")
+def test_majority_metrics_on_real_test_subsets():
+    """Always the most frequent label: accuracy = its share; F1 of the positive class = 2p / (1 + p)."""
+    spec = importlib.util.spec_from_file_location("fewshot_experiment_real", ROOT / "benchmarks" / "fewshot_experiment.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    args = module.main.__globals__["argparse"].Namespace(steps=16, learning_rate=5e-5, max_test=200)
+    mrpc = module.majority_metrics(args, "configs/tasks/mrpc_causal.yaml")
+    assert mrpc["examples"] == 200 and mrpc["label"] == "1"
+    p = mrpc["accuracy"]
+    assert p > 0.5 and mrpc["f1"] == pytest.approx(2 * p / (1 + p))
+    sst2 = module.majority_metrics(args, "SST-2")
+    assert sst2["examples"] == 200 and 0.5 <= sst2["accuracy"] < 0.6
