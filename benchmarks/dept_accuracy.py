@@ -93,8 +93,9 @@ def run(recipe: str, seed: int, args, ledger: list[dict]) -> None:
     metrics = json.loads((run_dir / "final_metrics.json").read_text())
     meta = json.loads((run_dir / "run_meta.json").read_text())
     tests = {k: v for k, v in metrics.items() if k.startswith("test_")}
-    ledger.append(record(args, key, method, tests, meta["adapter"]["trainable_parameters"], time.time() - start))
-    print(f"[{run_dir.name}] {time.time() - start:.0f} s, " + ", ".join(
+    seconds = time.time() - start
+    ledger.append(record(args, key, method, tests, meta["adapter"]["trainable_parameters"], seconds))
+    print(f"[{run_dir.name}] {seconds:.0f} s, " + ", ".join(
         f"{k}={v:.4f}" for k, v in tests.items() if isinstance(v, float)), flush=True)
 
 
@@ -108,7 +109,7 @@ def zero_shot(args, ledger: list[dict]) -> None:
     posttrain(["tasks", "eval", args.recipes[0], f"task.max_test_examples={args.max_test}", "--out", str(path)],
               "zero-shot")
     scores = json.loads(path.read_text())["metrics"]
-    tests = {f"test_{k}" if k != "examples" else "test_examples": v for k, v in scores.items()}
+    tests = {f"test_{k}": v for k, v in scores.items()}  # the names a run's final metrics use
     ledger.append(record(args, key, ZERO_SHOT, tests, 0, time.time() - start))
 
 
