@@ -9,7 +9,11 @@ then times inference (no-grad scoring of the label position). It reports:
 - step time (forward + backward + AdamW step) and examples/s over the measured steps;
 - peak memory during training minus the memory after the model and method were set up (CPU: resident set size
   sampled every 10 ms; GPU: ``torch.cuda.max_memory_allocated``), i.e. activations + gradients + optimizer state;
-- inference latency per example.
+- inference latency per example;
+- model TFLOP/s and MFU over the measured training steps (benchmarks/mfu.py: (4 N_frozen + 6 N_trainable) per
+  token + 12 n_layer d_attn sum L_i^2, PaLM appendix B; the tokens are each row's real tokens plus its m virtual
+  ones; DePT's low-rank embedding update, 2 r d FLOPs per token, is left out) against the measured matmul peak of
+  ``--dtype`` (``--peak``: a hardware_peak.py JSON, ``measure`` = a quick square matmul now, or ``none``).
 
 Three comparisons:
 1. fixed input length s (``--s``, default 256, left-padded as in the reference): PT(100), DePT(60, r), DePT(40, r)
@@ -41,6 +45,9 @@ ROOT = Path(__file__).resolve().parents[1]
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
 POOL = ROOT / ".." / "shared" / "data" / "pcp_unlabeled" / "SST-2" / "train.json"
 OUT = ROOT / "docs" / "benchmarks"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/mfu.py
+import mfu  # noqa: E402
+
 WORDS = {"0": " negative", "1": " positive"}
 
 
@@ -200,6 +207,10 @@ def child(spec: dict) -> dict:
             torch.cuda.synchronize()
         infer = (time.perf_counter() - start) / (spec["steps"] * spec["batch_size"])
     step = sum(times) / len(times)
+    lengths = [int(n) + (spec.get("m") or 0) for b in batches[spec["warmup"]:] for n in b["attention_mask"].sum(1)]
+    frozen, trainable_matmul = mfu.linear_params(model)
+    flops = mfu.training_flops(sum(lengths), sum(n * n for n in lengths), base.config.num_hidden_layers,
+                               mfu.attention_width(base.config), frozen, trainable_matmul)
     return {
         "name": spec["name"], "method": spec["method"], "m": spec.get("m"), "r": spec.get("r"),
         "trainable_parameters": sum(p.numel() for p in trainable),
@@ -208,6 +219,8 @@ def child(spec: dict) -> dict:
         "inference_ms_per_example": round(infer * 1000, 2),
         "mean_tokens_per_row": round(sum(int(b["input_ids"].shape[1]) for b in batches) / len(batches), 1),
         "first_loss": round(losses[0], 6), "device": str(device),
+        "model_flops_per_step": flops // spec["steps"], "tokens_per_step": sum(lengths) // spec["steps"],
+        "measured_seconds": round(sum(times), 4),
     }
 
 
@@ -325,6 +338,8 @@ def main():
     parser.add_argument("--pool", type=Path, default=POOL, help="SST-2 pool json (text_a/label rows)")
     parser.add_argument("--out", default=str(OUT))
     parser.add_argument("--name", default="dept_efficiency")
+    parser.add_argument("--peak", default="measure", help="hardware_peak.py JSON for MFU, 'measure' (quick "
+                        "square matmul now) or 'none'")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -344,6 +359,12 @@ def main():
 
         d = load_model_config(args.model).hidden_size
     groups = {g: [run_child(spec) for spec in specs] for g, specs in configurations(args, d).items() if g in args.only}
+    peak, peak_note = mfu.resolve_peak(args.peak, "bf16" if args.dtype == "bfloat16" else "fp32",
+                                       "cuda" if torch.cuda.is_available() else "cpu")
+    for runs in groups.values():
+        for r in runs:
+            if "error" not in r:
+                r.update(mfu.mfu_fields(r["model_flops_per_step"] * args.steps, r["measured_seconds"], peak))
     device = "cuda: " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else (
         f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
     result = {
@@ -353,6 +374,7 @@ def main():
         "warmup_steps": args.warmup, "measured_steps": args.steps,
         "data": "SST-2 unlabelled pool (pcp_unlabeled/SST-2/train.json, first rows), 'sentence: <text>' -> label word",
         "device": device, "torch": torch.__version__, "transformers": transformers.__version__,
+        "mfu": peak_note, "peak": peak,
         "ratios": summarise(groups), "results": groups,
     }
     out = Path(args.out)

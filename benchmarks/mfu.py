@@ -132,9 +132,10 @@ def resolve_peak(choice: str, precision: str, device: str = "cpu") -> tuple[dict
         return peak, f"MFU against the {precision} peak in {choice} ({peak['shape']}: {peak['tflops']} TFLOP/s)"
     import hardware_peak  # beside this file: benchmarks/ is on sys.path when a benchmark script runs
 
-    row = hardware_peak.measure_square(2048, precision, device=device, warmup=2, repeats=5)
+    size = 8192 if device.startswith("cuda") else 2048  # a GPU needs a larger product to reach its peak
+    row = hardware_peak.measure_square(size, precision, device=device, warmup=2, repeats=5)
     peak = {"tflops": row["tflops_median"], "shape": row["name"], "dtype": precision, "source": "measured now",
             "machine": hardware_peak.machine_info(device).get("cpu_model"), "threads": row["threads"]}
-    return peak, (f"MFU against a quick {precision} peak measured at the start of this run ({row['name']}, median "
-                  f"of 5: {row['tflops_median']} TFLOP/s); for the reference peak run benchmarks/hardware_peak.py "
-                  f"on a quiet machine and pass --peak its JSON")
+    return peak, (f"MFU against a quick {precision} peak measured by this run ({row['name']}, median of 5: "
+                  f"{row['tflops_median']} TFLOP/s); for the reference peak run benchmarks/hardware_peak.py on a "
+                  f"quiet machine and pass --peak its JSON")
