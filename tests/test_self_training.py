@@ -16,9 +16,10 @@ from test_classification import BAD, GOOD, TASK_YAML
 from posttrain.callbacks import StopAtStepCallback
 from posttrain.errors import ConfigError
 from posttrain.methods.self_training import (
-    SelfTrainingConfig, SelfTrainingTrainer, UnlabelledStream, load_self_training_config, register, run_config,
+    SelfTrainingConfig, SelfTrainingTrainer, UnlabelledStream, load_self_training_config, run_config,
     self_train, unlabelled_loss,
 )
+from posttrain.cli.self_training import register
 from posttrain.methods.text_augment import AugmentConfig
 
 # ------------------------------------------------------------------------------------------ the loss by hand

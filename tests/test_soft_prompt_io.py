@@ -11,9 +11,9 @@ from safetensors.torch import load_file, save_file
 
 from posttrain.callbacks import StopAtStepCallback
 from posttrain.errors import ConfigError, ModelLoadError
-from posttrain.methods.soft_prompt import SoftPromptModel
+from posttrain.methods.soft_prompt import SoftPromptModel, load_soft_prompt
 from posttrain.methods.soft_prompt_io import (
-    CONFIG_NAME, WEIGHTS_NAME, export_peft_prompt_tuning, load_soft_prompt, save_soft_prompt,
+    CONFIG_NAME, WEIGHTS_NAME, export_peft_prompt_tuning, save_soft_prompt,
 )
 
 from conftest import make_tiny_llama

@@ -8,7 +8,8 @@ import pytest
 
 from posttrain.errors import DataError
 from posttrain.cli import main
-from posttrain.stepgame.cli import parse_k_range, register
+from posttrain.cli.stepgame import register
+from posttrain.stepgame.formats import parse_k_range
 from posttrain.stepgame.formats import dumps, read_babi, read_examples, read_json, read_jsonl, write_examples
 from posttrain.stepgame.generator import generate
 

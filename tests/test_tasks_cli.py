@@ -1,4 +1,4 @@
-"""tasks.cli: `posttrain tasks list` and `posttrain tasks show` through register(), as cli.main wires them."""
+"""cli/tasks.py: `posttrain tasks list` and `posttrain tasks show` through register(), as cli.main wires them."""
 
 import argparse
 import dataclasses
@@ -9,7 +9,7 @@ import yaml
 
 from posttrain.errors import PosttrainError
 from posttrain.tasks import get_task, task_from_dict, task_names
-from posttrain.tasks.cli import register
+from posttrain.cli.tasks import register
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tasks"
 FIX = FIXTURES / "data"

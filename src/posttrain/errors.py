@@ -35,3 +35,9 @@ class ModelLoadError(PosttrainError):
 
 class TrainingError(PosttrainError):
     """Training cannot continue (e.g. the loss became NaN or infinite); earlier checkpoints are kept."""
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (or its type name): how a library's error is quoted in ours."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -32,7 +32,8 @@ def load_run(run_dir: str | Path, model_cfg: ModelConfig, *, for_training: bool 
              num_labels: int | None = None):
     """(model, tokenizer) of a finished run: ``final/`` as a full model, or as a PEFT or soft-prompt adapter on
     ``model_cfg``'s base model (the run's ``model`` section, possibly with another dtype or head)."""
-    from .methods.soft_prompt_io import is_soft_prompt_dir, load_soft_prompt
+    from .methods.soft_prompt import load_soft_prompt
+    from .methods.soft_prompt_io import is_soft_prompt_dir
     from .models import load_model_and_tokenizer
 
     if not is_run_dir(run_dir):

@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 
 from ..evaluation.metrics import task_metrics
+from ..models.families import model_kind
 from . import dart_lite, prompt_ft
 
 
@@ -159,8 +160,6 @@ OBJECTIVES = {
 
 
 def model_kind_of(model) -> str:
-    from .soft_prompt import model_kind
-
     kind = model_kind(model)
     return "masked" if kind == "encoder" else kind
 

@@ -37,7 +37,9 @@ import math
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelLoadError
+from ..models.families import classification_head_names, model_kind
+from . import soft_prompt_io
 
 REFERENCE_INIT_TEXT = "Classify this text is postive or not:"  # (sic) the DePT reference code's TEXT init
 
@@ -64,28 +66,6 @@ def budget_table(prompt_length: int, s: int, d: int, prompt_lengths: list[int] |
         n = trainable_count(m, r, s, d)
         rows.append({"m": m, "r": r, "s": s, "d": d, "parameters": n, "budget": budget, "ratio": n / budget})
     return rows
-
-
-def model_kind(model: nn.Module) -> str:
-    """'seq2seq', 'causal' or 'encoder', from the transformers model class (inside any DDP, PEFT or soft-prompt
-    wrapper)."""
-    from .verbalizer_head import wrapper_chain
-
-    model = wrapper_chain(model)[-1]
-    config = model.config
-    if getattr(config, "is_encoder_decoder", False):
-        return "seq2seq"
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
-    return "causal" if type(model).__name__ in causal or type(model).__name__.endswith("ForCausalLM") else "encoder"
-
-
-def classification_head_names(model: nn.Module) -> list[str]:
-    """Names of a sequence-classification model's head modules (trained with the prompt), else []."""
-    if not type(model).__name__.endswith("ForSequenceClassification"):
-        return []
-    return [name for name in ("classifier", "score") if isinstance(getattr(model, name, None), nn.Module)]
 
 
 class SoftPromptModel(nn.Module):
@@ -156,16 +136,33 @@ class SoftPromptModel(nn.Module):
                 raise
             return getattr(self.base, name)
 
+    @property
+    def real_token_offset(self) -> int:
+        """Virtual positions in front of the real tokens in the base model's hidden states (seq2seq prompts sit
+        on the encoder side, so decoder positions are not shifted). Scorers read it (``verbalizer_head``)."""
+        return 0 if self.kind == "seq2seq" else self.num_virtual_tokens
+
     def posttrain_save(self, directory) -> None:
         """Checkpoints and final weights hold only P, A, B (+ config), not the frozen base model."""
-        from .soft_prompt_io import save_soft_prompt
-
-        save_soft_prompt(self, directory)
+        soft_prompt_io.save_soft_prompt(self, directory)
 
     def posttrain_load(self, directory) -> None:
-        from .soft_prompt_io import load_weights
+        soft_prompt_io.load_weights(self, directory)
 
-        load_weights(self, directory)
+    @classmethod
+    def from_pretrained(cls, base: nn.Module, directory) -> "SoftPromptModel":
+        """Wrap a fresh ``base`` model with the adapter saved in ``directory`` (``posttrain_save``), in eval mode."""
+        cfg = soft_prompt_io.read_config(directory)
+        width = base.get_input_embeddings().embedding_dim
+        if cfg["hidden_size"] != width:
+            raise ModelLoadError(
+                f"{soft_prompt_io.config_path(directory)}: adapter was trained for hidden size {cfg['hidden_size']}, "
+                f"the base model has {width}"
+            )
+        model = cls(base, cfg["num_virtual_tokens"], rank=cfg["dept_rank"], max_length=cfg["dept_max_length"],
+                    alpha=cfg["dept_alpha"], offset_positions=cfg["offset_positions"])
+        soft_prompt_io.load_weights(model, directory)
+        return model.eval()
 
     def trainable_parameters(self) -> dict[str, nn.Parameter]:
         named = {"prompt": self.prompt}
@@ -255,6 +252,11 @@ class SoftPromptModel(nn.Module):
         if self.kind == "causal":
             out = torch.cat([input_ids, out.to(input_ids.device)], dim=1)
         return out
+
+
+def load_soft_prompt(base: nn.Module, directory) -> SoftPromptModel:
+    """Wrap a fresh ``base`` model with the adapter saved in ``directory``."""
+    return SoftPromptModel.from_pretrained(base, directory)
 
 
 def apply(model, cfg, tokenizer=None) -> SoftPromptModel:

@@ -1,4 +1,4 @@
-"""Saving, loading and exporting soft prompts / DePT adapters (``methods/soft_prompt.py``).
+"""Files of soft prompts / DePT adapters (``methods/soft_prompt.py``): writing, reading, checking, exporting.
 
 An adapter directory holds ``soft_prompt_config.json`` (m, r, s, alpha, offset positions, model kind and width)
 and ``soft_prompt.safetensors`` (``prompt`` = P, ``offset_a`` = A, ``offset_b`` = B). Both are written atomically
@@ -21,7 +21,6 @@ import torch
 
 from ..errors import ModelLoadError
 from ..io_utils import atomic_write_json
-from .soft_prompt import SoftPromptModel
 
 CONFIG_NAME = "soft_prompt_config.json"
 WEIGHTS_NAME = "soft_prompt.safetensors"
@@ -45,7 +44,8 @@ def _atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata:
         raise
 
 
-def adapter_config(model: SoftPromptModel) -> dict:
+def adapter_config(model) -> dict:
+    """What ``soft_prompt_config.json`` records of a ``SoftPromptModel``."""
     return {
         "format": "posttrain-soft-prompt",
         "version": FORMAT_VERSION,
@@ -62,15 +62,20 @@ def adapter_config(model: SoftPromptModel) -> dict:
     }
 
 
-def save_soft_prompt(model: SoftPromptModel, directory: str | Path) -> None:
+def save_soft_prompt(model, directory: str | Path) -> None:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     _atomic_save_tensors(dict(model.trainable_parameters()), directory / WEIGHTS_NAME, {"format": "pt"})
     atomic_write_json(directory / CONFIG_NAME, adapter_config(model))
 
 
-def _read_config(directory: Path) -> dict:
-    path = directory / CONFIG_NAME
+def config_path(directory: str | Path) -> Path:
+    return Path(directory) / CONFIG_NAME
+
+
+def read_config(directory: str | Path) -> dict:
+    """The adapter's ``soft_prompt_config.json``, with its required fields checked."""
+    path = config_path(directory)
     try:
         cfg = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -95,7 +100,7 @@ def _read_tensors(directory: Path) -> dict[str, torch.Tensor]:
         raise ModelLoadError(f"{path}: not a valid safetensors file ({exc})") from None
 
 
-def load_weights(model: SoftPromptModel, directory: str | Path) -> None:
+def load_weights(model, directory: str | Path) -> None:
     """Copy P (and A, B) from ``directory`` into ``model``, checking names and shapes."""
     directory = Path(directory)
     tensors = _read_tensors(directory)
@@ -113,24 +118,7 @@ def load_weights(model: SoftPromptModel, directory: str | Path) -> None:
             param.copy_(tensors[name].to(param))
 
 
-def load_soft_prompt(base, directory: str | Path) -> SoftPromptModel:
-    """Wrap a fresh ``base`` model with the adapter saved in ``directory``."""
-    directory = Path(directory)
-    cfg = _read_config(directory)
-    width = base.get_input_embeddings().embedding_dim
-    if cfg["hidden_size"] != width:
-        raise ModelLoadError(
-            f"{directory / CONFIG_NAME}: adapter was trained for hidden size {cfg['hidden_size']}, "
-            f"the base model has {width}"
-        )
-    model = SoftPromptModel(base, cfg["num_virtual_tokens"], rank=cfg["dept_rank"],
-                            max_length=cfg["dept_max_length"], alpha=cfg["dept_alpha"],
-                            offset_positions=cfg["offset_positions"])
-    load_weights(model, directory)
-    return model.eval()
-
-
-def export_peft_prompt_tuning(model: SoftPromptModel, directory: str | Path, base_model_name: str | None = None):
+def export_peft_prompt_tuning(model, directory: str | Path, base_model_name: str | None = None):
     """Write P in PEFT's PROMPT_TUNING adapter format (vanilla prompt tuning only)."""
     if model.rank:
         raise ModelLoadError("PEFT export: DePT's offset has no PEFT equivalent; only prompt_tuning exports")

@@ -29,17 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def wrapper_chain(model: nn.Module):
-    """The model and every wrapper inside it (DDP/FSDP ``module``, PEFT and soft-prompt ``get_base_model``)."""
-    seen = []
-    while model is not None and all(model is not m for m in seen):
-        seen.append(model)
-        inner = getattr(model, "module", None) if isinstance(getattr(model, "module", None), nn.Module) else None
-        if inner is None and hasattr(type(model), "get_base_model"):
-            inner = model.get_base_model()
-        model = inner
-    return seen
+from ..models.families import wrapper_chain
 
 
 def output_head(model: nn.Module) -> nn.Module:
@@ -55,11 +45,10 @@ def output_head(model: nn.Module) -> nn.Module:
 
 def virtual_offset(model: nn.Module) -> int:
     """Positions a soft-prompt wrapper prepends in front of the real tokens (0 for seq2seq and plain models)."""
-    from .soft_prompt import SoftPromptModel
-
     for m in wrapper_chain(model):
-        if isinstance(m, SoftPromptModel):
-            return 0 if m.kind == "seq2seq" else m.num_virtual_tokens
+        shift = getattr(type(m), "real_token_offset", None)  # declared by soft-prompt wrappers only
+        if shift is not None:
+            return m.real_token_offset
     return 0
 
 

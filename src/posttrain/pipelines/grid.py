@@ -21,24 +21,21 @@ import difflib
 import gc
 import itertools
 import json
-import math
-import re
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal, Optional
 
-import yaml
 
 from ..config import help_field as _f
 from ..config import read_yaml_file
 from ..errors import ConfigError, PosttrainError
 from ..io_utils import atomic_write_json
+from .grid_report import _axes_tag, _fmt, cell_state, dev_value, select, write_report
 
 LM_BFF_SEEDS = [13, 21, 42, 87, 100]
-SHORT = {"train.learning_rate": "lr", "adapter.prompt_learning_rate": "plr", "adapter.offset_learning_rate": "olr",
-         "train.per_device_batch_size": "bs", "train.max_steps": "steps", "train.weight_decay": "wd"}
+
 
 
 
@@ -95,15 +92,6 @@ def _resolve_file(text: str, base: Path, where: str, what: str) -> Path:
         if candidate.is_file():
             return candidate.resolve()
     _bad(where, f"{what} file not found: {text} (looked in {Path.cwd()} and {base})")
-
-
-def _fmt(value) -> str:
-    text = format(value, "g") if isinstance(value, float) else str(value)
-    return re.sub(r"[^A-Za-z0-9.+-]+", "-", text)
-
-
-def _axes_tag(axes: dict) -> str:
-    return "_".join(f"{SHORT.get(k, k.split('.')[-1])}{_fmt(v)}" for k, v in axes.items()) or "default"
 
 
 def _product(axes: dict) -> list[dict]:
@@ -238,68 +226,6 @@ def load_grid(path: str | Path, extra_overrides: list[str] | None = None,
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# cell state, selection, statistics
-
-
-def cell_state(cell: Cell) -> tuple[str, dict]:
-    """("done", final metrics) | ("failed", {"error"}) | ("partial", {"checkpoint"}) | ("pending", {})."""
-    for state, name in (("done", "final_metrics.json"), ("failed", "cell_error.json")):
-        if (cell.run_dir / name).is_file():
-            return state, json.loads((cell.run_dir / name).read_text(encoding="utf-8"))
-    steps = [int(p.name[11:]) for p in (cell.run_dir / "checkpoints").glob("checkpoint-*") if p.name[11:].isdigit()]
-    if steps:
-        return "partial", {"checkpoint": str(cell.run_dir / "checkpoints" / f"checkpoint-{max(steps)}")}
-    return ("partial", {}) if cell.run_dir.is_dir() else ("pending", {})
-
-
-def dev_value(metrics: dict, metric: str) -> tuple[Optional[str], Optional[float]]:
-    """The cell's dev score: ``best_eval_<m>`` (best weights kept by the engine) if present, else ``eval_<m>``."""
-    for key in (f"best_eval_{metric}", f"eval_{metric}"):
-        if isinstance(value := metrics.get(key), (int, float)) and math.isfinite(value):
-            return key, float(value)
-    return None, None
-
-
-def mean_std(values: list[float], std: str = "population") -> tuple[float, float]:
-    """Mean and std (population: ddof 0, as LM-BFF's numpy .std(); sample: ddof 1) of a non-empty list."""
-    n, ddof = len(values), 1 if std == "sample" else 0
-    mean = sum(values) / n
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - ddof)) if n > ddof else 0.0
-
-
-def select(cells: list[Cell], states: dict, std: str = "population") -> tuple[list[dict], dict]:
-    """Per (method, task, seed): the done cell with the best dev value (ties: the first in grid order, as LM-BFF's
-    gather_result.py); per (method, task): mean ± std over seeds of the chosen cells' test metric."""
-    groups: dict = {}
-    for cell in cells:
-        groups.setdefault((cell.method, cell.task, cell.seed), []).append(cell)
-    chosen, summary = [], {}
-    for (method, task, seed), members in groups.items():
-        best = None
-        for cell in members:
-            state, metrics = states[cell.run_dir]
-            key, value = dev_value(metrics, cell.dev_metric) if state == "done" else (None, None)
-            score = None if key is None else (-value if "loss" in cell.dev_metric else value)
-            if score is not None and (best is None or score > best[0]):
-                best = (score, cell, key, value, metrics)
-        if best is None:
-            continue
-        _, cell, key, value, metrics = best
-        test_key = f"test_{cell.test_metric}"
-        chosen.append({"method": method, "task": task, "seed": seed, "axes": cell.axes, "run_dir": str(cell.run_dir),
-                       "dev_key": key, "dev": value, "test_key": test_key, "test": metrics.get(test_key),
-                       "complete": all(states[c.run_dir][0] in ("done", "failed") for c in members)})
-        entry = summary.setdefault(method, {}).setdefault(task, {"metric": test_key, "seeds": [], "values": []})
-        if isinstance(metrics.get(test_key), (int, float)):
-            entry["seeds"].append(seed)
-            entry["values"].append(metrics[test_key])
-    for entry in (e for tasks in summary.values() for e in tasks.values()):
-        entry["n"] = len(entry["values"])
-        entry["mean"], entry["std"] = mean_std(entry["values"], std) if entry["values"] else (None, None)
-    return chosen, summary
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # running and reporting
 
 
@@ -362,16 +288,4 @@ def run_grid(grid: GridConfig, cells: list[Cell], *, train_fn: Callable | None =
             gc.collect()
         if grid.keep_weights != "all":
             _prune(cells, states, select(cells, states, grid.std)[0], grid.keep_weights)
-    from .grid_report import write_report
-
     return write_report(grid, cells, states)
-
-
-def stale_keys(cell: Cell) -> list[str]:
-    """Config keys where a finished cell's config.yaml differs from what the grid would run now."""
-    from ..config import to_dict
-
-    path = cell.run_dir / "config.yaml"
-    old = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
-    return [f"{s}.{k}" for s, body in to_dict(cell.cfg).items() for k, v in body.items()
-            if old and (old.get(s) or {}).get(k, v) != v]

@@ -1,22 +1,107 @@
-"""The few-shot grid's outputs and command: OUT/grid_results.{json,md,png} and ``posttrain grid``.
+"""The few-shot grid's results: cell states, best-dev selection, statistics and OUT/grid_results.{json,md,png}.
+
+Cells are ``pipelines.grid.Cell`` values and ``grid`` a ``GridConfig``; this module reads them, never builds them.
 
 The table cell of (method, task) is mean_s test(s, h*(s)) ± std_s test(s, h*(s)) with h*(s) the best-dev grid point
-of seed s (selection and statistics: pipelines/grid.py); the Markdown adds the selected cell of every seed, failed
+of seed s (selection and statistics below); the Markdown adds the selected cell of every seed, failed
 and stale cells; the PNG shows the means with std error bars and every seed's value.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import json
+import math
+import re
 from pathlib import Path
+from typing import Optional
 
-from ..errors import PosttrainError
+import yaml
+
+from ..config import to_dict
 from ..io_utils import atomic_write_json, atomic_write_text
-from .grid import Cell, GridConfig, _axes_tag, cell_state, load_grid, run_grid, select, stale_keys
 
 
-def write_report(grid: GridConfig, cells: list[Cell], states: dict | None = None) -> dict:
+SHORT = {"train.learning_rate": "lr", "adapter.prompt_learning_rate": "plr", "adapter.offset_learning_rate": "olr",
+         "train.per_device_batch_size": "bs", "train.max_steps": "steps", "train.weight_decay": "wd"}
+
+
+def _fmt(value) -> str:
+    text = format(value, "g") if isinstance(value, float) else str(value)
+    return re.sub(r"[^A-Za-z0-9.+-]+", "-", text)
+
+
+def _axes_tag(axes: dict) -> str:
+    return "_".join(f"{SHORT.get(k, k.split('.')[-1])}{_fmt(v)}" for k, v in axes.items()) or "default"
+
+
+def cell_state(cell) -> tuple[str, dict]:
+    """("done", final metrics) | ("failed", {"error"}) | ("partial", {"checkpoint"}) | ("pending", {})."""
+    for state, name in (("done", "final_metrics.json"), ("failed", "cell_error.json")):
+        if (cell.run_dir / name).is_file():
+            return state, json.loads((cell.run_dir / name).read_text(encoding="utf-8"))
+    steps = [int(p.name[11:]) for p in (cell.run_dir / "checkpoints").glob("checkpoint-*") if p.name[11:].isdigit()]
+    if steps:
+        return "partial", {"checkpoint": str(cell.run_dir / "checkpoints" / f"checkpoint-{max(steps)}")}
+    return ("partial", {}) if cell.run_dir.is_dir() else ("pending", {})
+
+
+def dev_value(metrics: dict, metric: str) -> tuple[Optional[str], Optional[float]]:
+    """The cell's dev score: ``best_eval_<m>`` (best weights kept by the engine) if present, else ``eval_<m>``."""
+    for key in (f"best_eval_{metric}", f"eval_{metric}"):
+        if isinstance(value := metrics.get(key), (int, float)) and math.isfinite(value):
+            return key, float(value)
+    return None, None
+
+
+def mean_std(values: list[float], std: str = "population") -> tuple[float, float]:
+    """Mean and std (population: ddof 0, as LM-BFF's numpy .std(); sample: ddof 1) of a non-empty list."""
+    n, ddof = len(values), 1 if std == "sample" else 0
+    mean = sum(values) / n
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - ddof)) if n > ddof else 0.0
+
+
+def select(cells: list, states: dict, std: str = "population") -> tuple[list[dict], dict]:
+    """Per (method, task, seed): the done cell with the best dev value (ties: the first in grid order, as LM-BFF's
+    gather_result.py); per (method, task): mean ± std over seeds of the chosen cells' test metric."""
+    groups: dict = {}
+    for cell in cells:
+        groups.setdefault((cell.method, cell.task, cell.seed), []).append(cell)
+    chosen, summary = [], {}
+    for (method, task, seed), members in groups.items():
+        best = None
+        for cell in members:
+            state, metrics = states[cell.run_dir]
+            key, value = dev_value(metrics, cell.dev_metric) if state == "done" else (None, None)
+            score = None if key is None else (-value if "loss" in cell.dev_metric else value)
+            if score is not None and (best is None or score > best[0]):
+                best = (score, cell, key, value, metrics)
+        if best is None:
+            continue
+        _, cell, key, value, metrics = best
+        test_key = f"test_{cell.test_metric}"
+        chosen.append({"method": method, "task": task, "seed": seed, "axes": cell.axes, "run_dir": str(cell.run_dir),
+                       "dev_key": key, "dev": value, "test_key": test_key, "test": metrics.get(test_key),
+                       "complete": all(states[c.run_dir][0] in ("done", "failed") for c in members)})
+        entry = summary.setdefault(method, {}).setdefault(task, {"metric": test_key, "seeds": [], "values": []})
+        if isinstance(metrics.get(test_key), (int, float)):
+            entry["seeds"].append(seed)
+            entry["values"].append(metrics[test_key])
+    for entry in (e for tasks in summary.values() for e in tasks.values()):
+        entry["n"] = len(entry["values"])
+        entry["mean"], entry["std"] = mean_std(entry["values"], std) if entry["values"] else (None, None)
+    return chosen, summary
+
+
+def stale_keys(cell) -> list[str]:
+    """Config keys where a finished cell's config.yaml differs from what the grid would run now."""
+    path = cell.run_dir / "config.yaml"
+    old = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
+    return [f"{s}.{k}" for s, body in to_dict(cell.cfg).items() for k, v in body.items()
+            if old and (old.get(s) or {}).get(k, v) != v]
+
+
+def write_report(grid, cells: list, states: dict | None = None) -> dict:
     """OUT/grid_results.json (every cell + the selection), .md (methods x tasks, mean ± std) and .png."""
     states = states or {c.run_dir: cell_state(c) for c in cells}
     chosen, summary = select(cells, states, grid.std)
@@ -38,7 +123,7 @@ def write_report(grid: GridConfig, cells: list[Cell], states: dict | None = None
     return report
 
 
-def markdown(report: dict, grid: GridConfig) -> str:
+def markdown(report: dict, grid) -> str:
     scale, n_seeds = (100.0 if grid.percent else 1.0), len(grid.seeds)
     tasks = list(dict.fromkeys(r["task"] for r in report["cells"]))
     metric_of = {r["task"]: r["test_key"].removeprefix("test_") for r in report["selected"]}
@@ -68,7 +153,7 @@ def markdown(report: dict, grid: GridConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(report: dict, grid: GridConfig, path: Path) -> None:
+def plot(report: dict, grid, path: Path) -> None:
     """Grouped bars (tasks on x, one colour per method): mean with std error bars, dots = the seeds' values."""
     import matplotlib
 
@@ -95,43 +180,3 @@ def plot(report: dict, grid: GridConfig, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# CLI
-
-
-def _cmd_grid(args) -> int:
-    grid, cells = load_grid(args.config, args.overrides, check_data=not (args.dry_run or args.only_report))
-    if args.dry_run:
-        for c in cells:
-            state, info = cell_state(c)
-            extra = info.get("error") or info.get("checkpoint") or ""
-            stale = stale_keys(c) if state == "done" else []
-            print(f"{state:8s} {c.run_dir}  {extra}{'  STALE: ' + ', '.join(stale) if stale else ''}")
-        counts = {s: sum(cell_state(c)[0] == s for c in cells) for s in ("done", "failed", "partial", "pending")}
-        print(f"{len(cells)} cells: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
-        return 0
-    report = write_report(grid, cells) if args.only_report else run_grid(grid, cells, fail_fast=args.fail_fast)
-    print(markdown(report, grid).split("\n## ")[0].rstrip())
-    print(f"wrote {Path(grid.output_dir) / 'grid_results'}.json, .md, .png")
-    if report["counts"]["failed"]:
-        raise PosttrainError(f"{report['counts']['failed']} cell(s) failed (errors in grid_results.json); "
-                             "re-run to retry them")
-    return 0
-
-
-def register(subparsers) -> argparse.ArgumentParser:
-    """Add ``grid`` to a parser's subparsers."""
-    p = subparsers.add_parser(
-        "grid", help="few-shot protocol: tasks x seeds x lr grid, best dev cell, test mean ± std (resumable)",
-        description="Run every cell of a grid YAML (methods x tasks x k-shot seeds x axes) that has no "
-        "final_metrics.json yet, select the best dev cell per seed and write OUT/grid_results.{json,md,png}. "
-        "Schema: docs/few_shot_protocol.md.")
-    p.add_argument("config", help="grid YAML (see configs/grid/)")
-    p.add_argument("overrides", nargs="*", help="section.key=value overrides applied to every cell")
-    p.add_argument("--dry-run", action="store_true", help="list the cells and their state; train nothing")
-    p.add_argument("--only-report", action="store_true", help="rebuild the tables from finished cells; train nothing")
-    p.add_argument("--fail-fast", action="store_true", help="stop at the first failing cell")
-    p.set_defaults(func=_cmd_grid)
-    return p

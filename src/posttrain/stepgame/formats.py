@@ -16,7 +16,7 @@ import json
 import re
 from pathlib import Path
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..io_utils import atomic_write_text, iter_json_lines
 from .templates import LABELS
 
@@ -173,3 +173,21 @@ def write_examples(path, examples: list[dict], fmt: str) -> Path:
     """Write atomically; returns the path."""
     atomic_write_text(path, dumps(examples, fmt))
     return Path(path)
+
+
+def parse_k_range(text: str) -> list[int]:
+    """"3" -> [3]; "1-10" -> [1..10]; "1,3,5" -> [1, 3, 5]. Raises ConfigError (one line) on anything else."""
+    ks: list[int] = []
+    for part in str(text).split(","):
+        lo, dash, hi = part.strip().partition("-")
+        try:
+            a = int(lo)
+            b = int(hi) if dash else a
+        except ValueError:
+            raise ConfigError(f"--k {text!r}: expected a number, a range like 1-10 or a list like 1,3,5") from None
+        if b < a:
+            raise ConfigError(f"--k {text!r}: empty range {a}-{b} (write the smaller number first)")
+        ks += list(range(a, b + 1))
+    if any(not 1 <= k <= 10 for k in ks):
+        raise ConfigError(f"--k {text!r}: hops must be between 1 and 10")
+    return sorted(set(ks))

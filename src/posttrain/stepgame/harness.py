@@ -27,7 +27,7 @@ from pathlib import Path
 from ..errors import ConfigError, DataError
 from ..io_utils import atomic_write_json, atomic_write_text
 from . import prompts
-from .formats import read_examples
+from .formats import parse_k_range, read_examples
 
 MODES = ("mc", "gen")
 CHAT_MODES = ("auto", "on", "off")
@@ -381,7 +381,6 @@ def merge_lora(model):
 def cmd_eval(args) -> int:
     """``posttrain stepgame eval``: every argument and file is checked before the model loads."""
     from ..generation import load_for_inference
-    from .cli import parse_k_range
 
     validate_settings(mode=args.mode, shots=args.shots, limit=args.limit, batch_size=args.batch_size,
                       max_new_tokens=args.max_new_tokens, chat=args.chat, chat_template=args.chat_template)

@@ -27,6 +27,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..io_utils import atomic_write_text
 from . import prompts
+from .formats import parse_k_range
 from .harness import kind_of, load_files, load_shot_pool
 
 TEMPLATE_NAME = "_stepgame_template_yaml"
@@ -113,7 +114,6 @@ def export_lm_eval(out_dir, files, *, limit: int = 0, ks=None, shots_from=(), fe
 
 def cmd_export(args) -> int:
     """``posttrain stepgame export-lm-eval``."""
-    from .cli import parse_k_range
     from .harness import default_files, default_shot_files
 
     ks = parse_k_range(args.k) if args.k else None

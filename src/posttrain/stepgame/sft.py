@@ -22,6 +22,7 @@ from pathlib import Path
 from ..errors import ConfigError, DataError
 from ..io_utils import atomic_write_text
 from . import prompts
+from .formats import parse_k_range
 from .harness import default_data_dir, load_files
 
 
@@ -57,7 +58,6 @@ def export_sft(out, files, *, limit: int = 0, ks=None, shuffle_seed: int = 0) ->
 
 def cmd_export_sft(args) -> int:
     """``posttrain stepgame export-sft``."""
-    from .cli import parse_k_range
 
     ks = parse_k_range(args.k) if args.k else None
     files = args.files or default_train_files(args.data, ks or range(1, 6))

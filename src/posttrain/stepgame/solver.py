@@ -14,14 +14,11 @@ self-referencing sentence lost) and finding one that reproduces the label.
 from __future__ import annotations
 
 import itertools
-import re
 from collections import deque
 from dataclasses import dataclass
 
-from ..errors import DataError
-from .templates import OFFSET, defective_keys, label_of, reading_table, sentence_key
+from .templates import OFFSET, defective_keys, label_of, parse_question, reading_table, sentence_key
 
-_QUESTION = re.compile(r"What is the relation of the agent ([A-Z]) to the agent ([A-Z])\?")
 MAX_COMBINATIONS = 4096
 
 
@@ -33,14 +30,6 @@ class Fact:
     relation: str | None
     object: str | None
     key: str
-
-
-def parse_question(question: str) -> tuple[str, str]:
-    """"What is the relation of the agent X to the agent Y?" -> (X, Y): the label is X relative to Y."""
-    match = _QUESTION.fullmatch(question.strip())
-    if not match:
-        raise DataError(f"question {question!r}: expected 'What is the relation of the agent X to the agent Y?'")
-    return match.group(1), match.group(2)
 
 
 def parse_sentence(sentence: str, template_set: str = "corrected") -> list[Fact]:

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from ..errors import ConfigError, DataError
+
 RELATIONS = ("left", "right", "above", "below", "lower-left", "upper-right", "lower-right", "upper-left")
 LABELS = RELATIONS + ("overlap",)
 OFFSET = {
@@ -106,7 +108,6 @@ class Inventory:
 
     def templates(self, template_set: str = "original") -> dict[str, tuple[Template, ...]]:
         if template_set not in TEMPLATE_SETS:
-            from ..errors import ConfigError
 
             raise ConfigError(f"template set {template_set!r}: expected one of {', '.join(TEMPLATE_SETS)}")
         return self.original if template_set == "original" else self.corrected
@@ -165,6 +166,17 @@ def defective_keys() -> dict[str, tuple[Template, ...]]:
     return {k: tuple(v) for k, v in out.items()}
 
 
+_QUESTION = re.compile(r"What is the relation of the agent ([A-Z]) to the agent ([A-Z])\?")
+
+
+def parse_question(question: str) -> tuple[str, str]:
+    """"What is the relation of the agent X to the agent Y?" -> (X, Y): the label is X relative to Y."""
+    match = _QUESTION.fullmatch(question.strip())
+    if not match:
+        raise DataError(f"question {question!r}: expected 'What is the relation of the agent X to the agent Y?'")
+    return match.group(1), match.group(2)
+
+
 def recover_from_data(examples_by_file: dict[str, list[dict]]) -> dict[str, dict]:
     """Recover surface forms from released examples: key -> {"count", "relations": Counter}.
 
@@ -172,7 +184,6 @@ def recover_from_data(examples_by_file: dict[str, list[dict]]) -> dict[str, dict
     ones where the single sentence relates exactly the two queried entities), the relation of {A} to {B}
     implied by the file's label. For a one-letter form the relation is that of its entity to the missing one.
     """
-    from .solver import parse_question
 
     found: dict[str, dict] = {}
     for name, examples in examples_by_file.items():

@@ -17,9 +17,9 @@ import dataclasses
 import yaml
 
 from ..errors import ConfigError
-from .readers import ENV_VAR, default_data_root, find_file, read_split
-from .spec import Task, render_template, render_text_to_text
-from .user import builtin_tasks, get_task
+from ..tasks.readers import ENV_VAR, default_data_root, find_file, read_split
+from ..tasks.spec import Task, render_template, render_text_to_text
+from ..tasks.user import builtin_tasks, get_task
 
 SOURCES = ("kshot", "pool", "superglue")
 

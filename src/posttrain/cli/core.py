@@ -1,31 +1,17 @@
-"""The ``posttrain`` command line: thin argument parsing over the library modules.
-
-Every user error surfaces as ``error: <one line>`` on stderr with exit status 2.
-"""
+"""Commands over training and models: train, inspect-data, generate, quickstart, dept-budget, config."""
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 from pathlib import Path
 
-from .errors import PosttrainError
-
-EPILOG = "Config keys and their help: posttrain config. Docs: README.md."
-
-
-class OneLineErrorParser(argparse.ArgumentParser):
-    """Usage errors as one ``error:`` line (like every other posttrain error), exit status 2; subcommands inherit
-    the class. ``--help`` still prints the full usage."""
-
-    def error(self, message: str):
-        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+from ..errors import PosttrainError
+from .parser import EPILOG
 
 
 def _cmd_train(args) -> int:
-    from .config import load_config
-    from .engine import train
+    from ..config import load_config
+    from ..engine import train
 
     cfg = load_config(args.config, args.overrides)
     if args.accelerate_config or args.num_processes is not None or args.launch_args:
@@ -45,7 +31,7 @@ def _relaunch_train(args) -> int:
     train CONFIG ...`` (the config was loaded once here, so that its errors show before any process starts)."""
     import shlex
 
-    from .distributed import relaunch, relaunch_command
+    from ..distributed import relaunch, relaunch_command
 
     if not args.accelerate_config:
         raise PosttrainError("--num-processes and --launch-args need --accelerate-config NAME_OR_PATH")
@@ -58,10 +44,10 @@ def _relaunch_train(args) -> int:
 
 
 def _cmd_inspect(args) -> int:
-    from .config import load_config
-    from .data.inspect_data import inspect
-    from .run_data import split_examples
-    from .models import load_tokenizer
+    from ..config import load_config
+    from ..data.inspect_data import inspect
+    from ..run_data import split_examples
+    from ..models import load_tokenizer
 
     cfg = load_config(args.config, args.overrides)
     tokenizer = load_tokenizer(cfg.model)
@@ -74,7 +60,7 @@ def _cmd_inspect(args) -> int:
 
 
 def _cmd_generate(args) -> int:
-    from .generation import generate, load_for_inference
+    from ..generation import generate, load_for_inference
 
     prompts = list(args.prompt or [])
     if args.prompts_file:
@@ -95,14 +81,14 @@ def _cmd_generate(args) -> int:
 
 
 def _cmd_quickstart(args) -> int:
-    from .quickstart import run_quickstart
+    from ..quickstart import run_quickstart
 
     run_quickstart(args.out, args.steps, args.data, args.model, args.overrides)
     return 0
 
 
 def _cmd_config(args) -> int:
-    from .config import describe, load_config, to_dict
+    from ..config import describe, load_config, to_dict
 
     if args.config:
         import yaml
@@ -114,12 +100,12 @@ def _cmd_config(args) -> int:
 
 
 def _cmd_dept_budget(args) -> int:
-    from .methods.soft_prompt import budget_table
+    from ..methods.soft_prompt import budget_table
 
     if args.hidden_size:
         d, where = args.hidden_size, "--hidden-size"
     else:
-        from .models import load_model_config
+        from ..models import load_model_config
 
         config = load_model_config(args.model)
         d, where = config.hidden_size, f"{args.model} ({type(config).__name__})"
@@ -135,17 +121,8 @@ def _cmd_dept_budget(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineErrorParser(
-        prog="posttrain",
-        description="Post-training of language models when labels are scarce (IT/IM instruction tuning, ...).",
-        epilog=EPILOG,
-    )
-    from . import __version__
-
-    parser.add_argument("--version", action="version", version=f"posttrain {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
+def register(sub) -> None:
+    """Add train, inspect-data, generate, quickstart, dept-budget and config to a parser's subparsers."""
     p = sub.add_parser("train", help="train a model from a YAML recipe", epilog=EPILOG,
                        description="Train from CONFIG.yaml; key=value arguments override it (e.g. train.max_steps=10).")
     p.add_argument("config", help="YAML recipe (see configs/)")
@@ -194,30 +171,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="section.key=value overrides applied to both runs")
     p.set_defaults(func=_cmd_quickstart)
 
-    from .stepgame.cli import register as register_stepgame
-    from .tasks.cli import register as register_tasks
-
-    from .pipelines.grid_report import register as register_grid
-
-    register_stepgame(sub)
-    register_tasks(sub)
-    register_grid(sub)
-    from .methods.self_training import register as register_self_training
-
-    register_self_training(sub)
-    from .pipelines.pcp import register as register_pcp
-
-    register_pcp(sub)
-    from .evaluation.instruct_cli import register as register_instruct
-
-    register_instruct(sub)
-    from .evaluation.judge_cli import register as register_judge
-
-    register_judge(sub)
-    from .evaluation.generate_cli import register as register_generate_set
-
-    register_generate_set(sub)
-
     p = sub.add_parser("dept-budget", help="DePT (m, r) pairs with prompt tuning's parameter budget for a model")
     p.add_argument("--model", default="default", help="model spec whose hidden size d is used (default: SmolLM2)")
     p.add_argument("--hidden-size", type=int, default=0, help="use this d instead of reading a model config")
@@ -230,24 +183,3 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", help="YAML recipe to resolve and print (omit to list all keys)")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides")
     p.set_defaults(func=_cmd_config)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    try:
-        return args.func(args)
-    except PosttrainError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

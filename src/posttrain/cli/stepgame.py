@@ -15,31 +15,13 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-from ..errors import ConfigError
 from ..io_utils import atomic_write_json
-
-
-def parse_k_range(text: str) -> list[int]:
-    """"3" -> [3]; "1-10" -> [1..10]; "1,3,5" -> [1, 3, 5]. Raises ConfigError (one line) on anything else."""
-    ks: list[int] = []
-    for part in str(text).split(","):
-        lo, dash, hi = part.strip().partition("-")
-        try:
-            a = int(lo)
-            b = int(hi) if dash else a
-        except ValueError:
-            raise ConfigError(f"--k {text!r}: expected a number, a range like 1-10 or a list like 1,3,5") from None
-        if b < a:
-            raise ConfigError(f"--k {text!r}: empty range {a}-{b} (write the smaller number first)")
-        ks += list(range(a, b + 1))
-    if any(not 1 <= k <= 10 for k in ks):
-        raise ConfigError(f"--k {text!r}: hops must be between 1 and 10")
-    return sorted(set(ks))
+from ..stepgame.formats import parse_k_range
 
 
 def _cmd_generate(args) -> int:
-    from .formats import SUFFIX, write_examples
-    from .generator import iter_pairs
+    from ..stepgame.formats import SUFFIX, write_examples
+    from ..stepgame.generator import iter_pairs
 
     ks = parse_k_range(args.k)
     kinds = ["clean", "noise"] if args.mode == "both" else [args.mode]
@@ -82,8 +64,8 @@ def _cmd_generate(args) -> int:
 
 
 def _cmd_solve(args) -> int:
-    from .formats import read_examples
-    from .solver import evaluate
+    from ..stepgame.formats import read_examples
+    from ..stepgame.solver import evaluate
 
     reports = {}
     for name in args.files:
@@ -148,19 +130,19 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def _cmd_eval(args) -> int:
-    from .harness import cmd_eval
+    from ..stepgame.harness import cmd_eval
 
     return cmd_eval(args)
 
 
 def _cmd_export(args) -> int:
-    from .lm_eval_export import cmd_export
+    from ..stepgame.lm_eval_export import cmd_export
 
     return cmd_export(args)
 
 
 def _cmd_export_sft(args) -> int:
-    from .sft import cmd_export_sft
+    from ..stepgame.sft import cmd_export_sft
 
     return cmd_export_sft(args)
 

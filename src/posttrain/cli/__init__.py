@@ -1,0 +1,61 @@
+"""The ``posttrain`` command line: thin argument parsing over the library modules, and the one place commands are
+registered.
+
+Every user error surfaces as ``error: <one line>`` on stderr with exit status 2. Each command module imports
+its library code inside the command function, so ``posttrain --help`` starts without loading torch.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ..errors import PosttrainError
+from . import core, grid, pcp, self_training, stepgame, tasks
+from .parser import EPILOG, OneLineErrorParser
+
+__all__ = ["EPILOG", "OneLineErrorParser", "build_parser", "main"]
+
+
+def build_parser() -> OneLineErrorParser:
+    parser = OneLineErrorParser(
+        prog="posttrain",
+        description="Post-training of language models when labels are scarce (IT/IM instruction tuning, ...).",
+        epilog=EPILOG,
+    )
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"posttrain {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    core.register(sub)
+    stepgame.register(sub)
+    tasks.register(sub)
+    grid.register(sub)
+    self_training.register(sub)
+    pcp.register(sub)
+    # Evaluation tools register their own commands (they keep their argument parsing beside their code).
+    from ..evaluation import generate_cli, instruct_cli, judge_cli
+
+    instruct_cli.register(sub)
+    judge_cli.register(sub)
+    generate_cli.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except PosttrainError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
