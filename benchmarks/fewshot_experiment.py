@@ -171,7 +171,7 @@ def majority_metrics(args, task_ref: str) -> dict:
     from collections import Counter
 
     from posttrain.config import load_config
-    from posttrain.evaluation.metrics import task_metrics
+    from posttrain.scoring.metrics import task_metrics
     from posttrain.run_data import task_split
     from posttrain.tasks import canonical_label
 

@@ -1,11 +1,11 @@
-"""data/chat.py + methods/instruction_loss.py: exact masks for each loss mode on hand-written examples."""
+"""data/chat.py + data/instruction_loss.py: exact masks for each loss mode on hand-written examples."""
 
 import pytest
 
 from posttrain.config import LossConfig
 from posttrain.data.chat import INSTRUCTION, NAMED_TEMPLATES, OUTPUT, TEMPLATE, render_example, resolve_template
 from posttrain.errors import DataError
-from posttrain.methods.instruction_loss import labels_and_weights, token_weights
+from posttrain.data.instruction_loss import labels_and_weights, token_weights
 
 MULTI = {
     "messages": [

@@ -1,5 +1,5 @@
 """Classification tasks as causal-LM training data (data/classification.py) and rank-classification metrics
-(evaluation/task_eval.py), end to end through the engine with a user-declared task."""
+(methods/rank_classification.py), end to end through the engine with a user-declared task."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 
 from posttrain.config import load_config
 from posttrain.data.classification import build_classification_dataset, context_and_words, encode_choices
-from posttrain.evaluation.task_eval import build_task_scorer
+from posttrain.methods.rank_classification import build_task_scorer
 from posttrain.tasks import get_task, load_task_file
 
 TASK_YAML = """

@@ -1,4 +1,4 @@
-"""methods/continued_pretraining.py: MLM masking from the real collator, the CLM path, best checkpoint by held-out
+"""pipelines/continued_pretraining.py: MLM masking from the real collator, the CLM path, best checkpoint by held-out
 loss, resume == uninterrupted, run directory, config errors. Tiny random BERT (WordPiece tokenizer with a [MASK]
 token, built here) and the conftest tiny Llama."""
 
@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from posttrain.callbacks import StopAtStepCallback
 from posttrain.config import ModelConfig
 from posttrain.errors import ConfigError, DataError
-from posttrain.methods.continued_pretraining import (
+from posttrain.pipelines.continued_pretraining import (
     ContinuedPretrainingConfig, build_lm_collator, continued_pretraining, read_corpus,
 )
 from posttrain.models import load_model_and_tokenizer

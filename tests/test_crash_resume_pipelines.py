@@ -261,7 +261,7 @@ def test_a_cpt_stage_killed_while_writing_leaves_no_staging_behind(tmp_path, tin
     checkpoint renamed away by the rotation but not yet deleted, a staged or moved-aside best/) is removed when the
     stage runs again, and the stage still ends with an uninterrupted run's best weights."""
     from posttrain.callbacks import StopAtStepCallback
-    from posttrain.methods.continued_pretraining import ContinuedPretrainingConfig, continued_pretraining
+    from posttrain.pipelines.continued_pretraining import ContinuedPretrainingConfig, continued_pretraining
 
     (tmp_path / "train.txt").write_text("".join(f"{t} It was great .\n" for t in POS + NEG))
     (tmp_path / "dev.txt").write_text("".join(f"{t} It was terrible .\n" for t in POS[:2]))

@@ -23,7 +23,7 @@ ROWS = [
 def by_hand(model, tokenizer, rows):
     """Per example: NLL of every token whose segment is OUTPUT or the end-of-turn after it, from full logits."""
     from posttrain.config import LossConfig
-    from posttrain.methods.instruction_loss import labels_and_weights
+    from posttrain.data.instruction_loss import labels_and_weights
 
     template = resolve_template(tokenizer, "tokenizer")
     sums, counts = [], []

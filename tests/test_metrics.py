@@ -1,4 +1,4 @@
-"""evaluation.metrics: hand-computed values; scipy/scikit-learn comparisons only where they are installed."""
+"""scoring/metrics.py: hand-computed values; scipy/scikit-learn comparisons only where they are installed."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from posttrain.errors import ConfigError
-from posttrain.evaluation.metrics import (
+from posttrain.scoring.metrics import (
     METRIC_NAMES, accuracy, average_ranks, compute, f1, macro_f1, matthews_corrcoef, pearson, spearman,
 )
 

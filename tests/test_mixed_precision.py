@@ -72,7 +72,7 @@ def test_unknown_precision_is_refused_by_the_config(tmp_path, task_file):  # noq
 
 
 def test_continued_pretraining_passes_its_precision_to_the_trainer():
-    from posttrain.methods.continued_pretraining import ContinuedPretrainingConfig, training_arguments
+    from posttrain.pipelines.continued_pretraining import ContinuedPretrainingConfig, training_arguments
 
     assert training_arguments(ContinuedPretrainingConfig(output_dir="x", mixed_precision="bf16")).bf16
     assert not training_arguments(ContinuedPretrainingConfig(output_dir="x")).bf16

@@ -32,7 +32,7 @@ def _tapt(path):
 
 
 def _self_train(path):
-    from posttrain.methods.self_training import load_self_training_config
+    from posttrain.pipelines.self_training import load_self_training_config
 
     return load_self_training_config(path)
 

@@ -1,4 +1,4 @@
-"""evaluation/scorer.py: every path equals a brute-force full-logit computation on the tiny Llama.
+"""scoring/scorer.py: every path equals a brute-force full-logit computation on the tiny Llama.
 
 The scorer (used by the StepGame harness; Shi, Zhang, Lipani, AAAI 2022) must give the same log-likelihoods with
 right padding, mixed lengths, the KV-cache fast path, soft-prompt wrappers that strip their virtual positions
@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from posttrain.evaluation.scorer import Score, choose, greedy_generate, score_continuations, supports_prefix_cache
+from posttrain.scoring.scorer import Score, choose, greedy_generate, score_continuations, supports_prefix_cache
 
 TOL = 1e-4
 

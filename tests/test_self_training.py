@@ -1,4 +1,4 @@
-"""Self-training baselines (methods/self_training.py): the mask and the loss against a hand computation, FixMatch's
+"""Self-training baselines (methods/self_training.py, run by pipelines/self_training.py): the mask and the loss against a hand computation, FixMatch's
 target from the weak view and gradient from the strong view, the seeded unlabelled stream, config errors, and end-to-end
 runs on a tiny model (CLI, metrics, resume == uninterrupted)."""
 
@@ -15,11 +15,9 @@ from test_classification import BAD, GOOD, TASK_YAML
 
 from posttrain.callbacks import StopAtStepCallback
 from posttrain.errors import ConfigError
-from posttrain.methods.self_training import (
-    SelfTrainingConfig, SelfTrainingTrainer, UnlabelledStream, load_self_training_config, run_config,
-    self_train, unlabelled_loss,
-)
 from posttrain.cli.self_training import register
+from posttrain.methods.self_training import SelfTrainingConfig, UnlabelledStream, unlabelled_loss
+from posttrain.pipelines.self_training import SelfTrainingTrainer, load_self_training_config, run_config, self_train
 from posttrain.methods.text_augment import AugmentConfig
 
 # ------------------------------------------------------------------------------------------ the loss by hand

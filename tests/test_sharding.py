@@ -1,4 +1,4 @@
-"""evaluation/sharding.py and the scorers that use it: with P processes each scores its share of the batches, all
+"""scoring/sharding.py and the scorers that use it: with P processes each scores its share of the batches, all
 run the same number of forward passes, and the summed result equals one process scoring everything."""
 
 import json

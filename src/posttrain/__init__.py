@@ -4,7 +4,7 @@ Implements the methods of Z. Shi's thesis (UCL, 2025) and its papers: instructio
 fine-tuning and PCP, DePT, and the StepGame benchmark, on Hugging Face transformers / PEFT.
 """
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402
 
 from .config import RunConfig, load_config  # noqa: E402
 from .errors import ConfigError, DataError, ModelLoadError, PosttrainError  # noqa: E402

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from .evaluation.plots import plot_loss_curves, read_metrics
+from .plots import plot_loss_curves, read_metrics
 from .io_utils import append_jsonl, atomic_write_json, atomic_write_text
 
 _KEYS_DROPPED = {"total_flos"}

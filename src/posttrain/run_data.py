@@ -87,7 +87,7 @@ def read_rows(cfg: RunConfig) -> dict[str, list[dict]]:
 def prepare_task_data(cfg: RunConfig, tokenizer, rows: dict[str, list[dict]]) -> PreparedData:
     """A declared classification task: label-word loss for training, rank-classification metrics for eval/test."""
     from .data.classification import build_classification_dataset
-    from .evaluation.task_eval import build_task_scorer
+    from .methods.rank_classification import build_task_scorer
     from .tasks import get_task
 
     task = get_task(cfg.task.name)

@@ -10,10 +10,10 @@ import time
 
 import torch
 
-from . import __version__
+from .version import __version__
 from .config import RunConfig
 from .methods import DESCRIBE, kl_regularisation, neftune
-from .methods.instruction_loss import describe as describe_loss
+from .data.instruction_loss import describe as describe_loss
 from .methods.objectives import describe as describe_objective
 from .run_data import PreparedData
 

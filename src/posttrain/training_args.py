@@ -1,6 +1,6 @@
 """``transformers.TrainingArguments`` from a run's config: the one place posttrain's settings meet the Trainer's
 (optimizer, schedule, evaluation and checkpoint cadence, seeds, loggers, mixed precision). Continued pre-training
-builds its arguments here too (``methods/continued_pretraining.py``)."""
+builds its arguments here too (``pipelines/continued_pretraining.py``)."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ def build_parser() -> OneLineErrorParser:
         description="Post-training of language models when labels are scarce (IT/IM instruction tuning, ...).",
         epilog=EPILOG,
     )
-    from .. import __version__
+    from ..version import __version__
 
     parser.add_argument("--version", action="version", version=f"posttrain {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

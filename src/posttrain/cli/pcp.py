@@ -15,7 +15,7 @@ def _cmd_pipeline(args, method: str) -> int:
 
 
 def _cmd_cpt(args) -> int:
-    from ..methods.continued_pretraining import continued_pretraining
+    from ..pipelines.continued_pretraining import continued_pretraining
 
     from ..pipelines.pcp_config import load_cpt_config
 

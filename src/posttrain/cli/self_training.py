@@ -6,7 +6,7 @@ import argparse
 
 
 def _cmd_self_train(args) -> int:
-    from ..methods.self_training import load_self_training_config, self_train
+    from ..pipelines.self_training import load_self_training_config, self_train
 
     st = load_self_training_config(args.config, args.overrides)
     final = self_train(st, resume=args.resume)

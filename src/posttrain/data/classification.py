@@ -11,7 +11,7 @@ Two forms of a task (declared in ``posttrain.tasks``):
 
 Training puts the loss on the label word's tokens (``label_tokens: all``) or on its first sub-token only
 (``first``, as LM-BFF's single-token verbalizers); evaluation ranks every label word by the same quantity
-(summed log-probability of the scored tokens) with ``evaluation.scorer.choose``. Over-long contexts lose their
+(summed log-probability of the scored tokens) with ``scoring.scorer.choose``. Over-long contexts lose their
 middle: the first 32 tokens (e.g. "question: ..." of BoolQ's text-to-text form) and the last tokens (next to the
 label slot) are kept. Summed log-probabilities favour short label words; the built-in verbalizers are single
 words, and ``label_tokens: first`` removes the length effect entirely.

@@ -12,7 +12,7 @@ import sys
 from typing import TextIO
 
 from ..config import LossConfig, RunConfig
-from ..methods.instruction_loss import labels_and_weights
+from .instruction_loss import labels_and_weights
 from .chat import INSTRUCTION, OUTPUT, TEMPLATE, render_example, resolve_template
 
 _DIM, _RESET = "\x1b[2m", "\x1b[0m"

@@ -20,7 +20,7 @@ import torch
 
 from ..config import LossConfig
 from ..errors import DataError
-from ..methods.instruction_loss import labels_and_weights
+from .instruction_loss import labels_and_weights
 from .chat import render_example
 
 

@@ -25,7 +25,7 @@ from ..config import load_config
 from ..errors import ConfigError, ModelLoadError
 from ..io_utils import atomic_write_json, atomic_write_text
 from ..methods.objectives import label_predictions
-from .metrics import task_metrics
+from ..scoring.metrics import task_metrics
 
 SPLITS = ("test", "eval")
 

@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from ..evaluation.metrics import task_metrics
+from ..scoring.metrics import task_metrics
 from ..models.families import model_kind
 from . import dart_lite, prompt_ft
 
@@ -32,7 +32,7 @@ class LabelScorer:
 
     With ``loss_of`` ((scores, batch) -> per-example training loss) the same pass also gives the split's mean loss
     (``output_loss``), so an evaluation runs the model once over the split, not once for the loss and once for
-    the metrics. In a distributed run each process scores a share of the batches (``evaluation.sharding``).
+    the metrics. In a distributed run each process scores a share of the batches (``scoring.sharding``).
     """
 
     task: object
@@ -49,8 +49,8 @@ class LabelScorer:
     @torch.no_grad()
     def scores_and_losses(self, model, progress: bool | str = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(N, C) log-probabilities of the labels (rows sum to 1 after exp), and the (N,) losses with ``loss_of``."""
-        from ..evaluation.scorer import _progress
-        from ..evaluation.sharding import my_batches, sum_over_processes
+        from ..scoring.scorer import _progress
+        from ..scoring.sharding import my_batches, sum_over_processes
 
         device = next(model.parameters()).device
         order = sorted(range(len(self.rows)), key=lambda i: -len(self.rows[i]["input_ids"]))

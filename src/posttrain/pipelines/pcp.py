@@ -48,7 +48,7 @@ def teacher_label_probs(run_dir, task, rows: list[dict], *, batch_size: int = 32
     """(N, C) p_teacher(y | x) for ``rows``: softmax over the teacher run's label-word scores (rank classification
     with the run's own form, max length and label-token setting; ``TaskScorer.label_scores``)."""
     from ..config import load_config
-    from ..evaluation.task_eval import build_task_scorer
+    from ..methods.rank_classification import build_task_scorer
     from ..generation import load_for_inference
     from ..tasks import get_task
 
@@ -241,7 +241,7 @@ def stage_corpus(cfg: PCPConfig, out: Path) -> dict:
 
 
 def stage_cpt(cfg: PCPConfig, out: Path) -> dict:
-    from ..methods.continued_pretraining import continued_pretraining
+    from .continued_pretraining import continued_pretraining
 
     cpt, model_cfg = _cpt_config(cfg, out)
     final = continued_pretraining(cpt, model_config=model_cfg)

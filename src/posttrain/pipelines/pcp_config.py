@@ -14,7 +14,7 @@ from ..config import build_dataclass as _build
 from ..config import help_field as _f
 from ..config import read_yaml_file, set_dotted
 from ..errors import ConfigError
-from ..methods.continued_pretraining import ContinuedPretrainingConfig
+from .continued_pretraining import ContinuedPretrainingConfig
 
 
 @dataclass
@@ -43,7 +43,7 @@ class PCPConfig:
     label_batch_size: int = _f(32, "Stage 2: texts per scoring batch.")
     cpt: ContinuedPretrainingConfig = field(
         default_factory=ContinuedPretrainingConfig,
-        metadata={"help": "Stage 4: continued pre-training (methods/continued_pretraining.py); train_file, eval_file "
+        metadata={"help": "Stage 4: continued pre-training (pipelines/continued_pretraining.py); train_file, eval_file "
                   "and output_dir are set by the pipeline."})
 
     def __post_init__(self):

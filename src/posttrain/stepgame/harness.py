@@ -9,7 +9,7 @@ This harness computes, for any model ``load_for_inference`` accepts, per file an
 * ``--mode gen``: accuracy of the greedy answer after ``prompts.normalise_answer``; unparseable answers count as
   wrong and are also counted apart.
 
-All scoring goes through ``evaluation.scorer`` (one context pass per story, logits only where needed). Prompts are
+All scoring goes through ``scoring.scorer`` (one context pass per story, logits only where needed). Prompts are
 zero- or few-shot (``--shots N``: examples drawn with ``--seed`` from training files, never from an evaluated
 file), chat-formatted when the model has a chat template (``--chat auto``). Outputs in ``--out``: results.json,
 results.md (the table, also printed), accuracy_vs_k.png and predictions.jsonl.
@@ -198,7 +198,7 @@ def evaluate(model, tokenizer, files, *, mode: str = "mc", shots: int = 0, chat=
     ``files`` are paths, or what ``load_files`` returned (then ``limit``/``ks`` were applied already); ``pool`` is an
     already loaded few-shot pool (else it is read from ``shots_from``, default the clean training files).
     """
-    from ..evaluation.scorer import choose, greedy_generate, supports_prefix_cache
+    from ..scoring.scorer import choose, greedy_generate, supports_prefix_cache
 
     validate_settings(mode=mode, shots=shots, limit=limit, batch_size=batch_size, max_new_tokens=max_new_tokens,
                       chat=chat)

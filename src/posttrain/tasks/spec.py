@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ..errors import ConfigError
-from ..evaluation.metrics import REGRESSION_METRICS, check_metric_name
+from ..scoring.metrics import REGRESSION_METRICS, check_metric_name
 
 MASK = "mask"
 RESERVED = {MASK, "label", "idx"}

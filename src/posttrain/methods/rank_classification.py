@@ -2,8 +2,8 @@
 
 This is rank classification (the verbalizer scoring of LM-BFF, Gao et al. 2021, and the scoring form of DePT's
 text-to-text tasks, Shi & Lipani 2024): each label word's scored tokens (all, or the first sub-token) are ranked
-by summed log-probability through ``evaluation.scorer.choose``, which computes only the LM-head rows it needs and
-strips soft-prompt positions. Metrics come from ``evaluation.metrics`` (accuracy, MCC, F1, ...).
+by summed log-probability through ``scoring.scorer.choose``, which computes only the LM-head rows it needs and
+strips soft-prompt positions. Metrics come from ``scoring.metrics`` (accuracy, MCC, F1, ...).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import torch
 
 from ..data.classification import context_and_words, encode_choices
-from .metrics import task_metrics
-from .scorer import _pad, _progress, choose, selected_logits
-from .sharding import my_batches, sum_over_processes
+from ..scoring.metrics import task_metrics
+from ..scoring.scorer import _pad, _progress, choose, selected_logits
+from ..scoring.sharding import my_batches, sum_over_processes
 
 
 @dataclass
@@ -32,7 +32,7 @@ class TaskScorer:
         return len(self.contexts)
 
     def predict(self, model, progress: bool | str = False) -> list[str]:
-        from ..methods.objectives import label_predictions  # the argmax label, as every task scorer predicts
+        from .objectives import label_predictions  # the argmax label, as every task scorer predicts
 
         return label_predictions(self.task, self.label_scores(model, progress))
 
@@ -55,7 +55,7 @@ class TaskScorer:
         chunks = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
         out = torch.zeros(len(self.contexts), len(self.task.labels), dtype=torch.float32)
         with _progress(len(order), progress, "scoring") as bar:
-            for index in my_batches(len(chunks)):  # this process's share (evaluation/sharding.py)
+            for index in my_batches(len(chunks)):  # this process's share (scoring/sharding.py)
                 chunk = chunks[index if index is not None else 0]
                 ids, mask = _pad([self.contexts[i] for i in chunk], self.pad_token_id)
                 keep = torch.zeros_like(mask)
