@@ -235,7 +235,8 @@ def test_http_cache_rerun_makes_no_requests_and_resumes(fake_api, tmp_path):
     assert http_judge(api, tmp_path).prefer_first(triples) == [1.0, 1.0, 1.0] and api.count == 3
     lines = (tmp_path / "cache.jsonl").read_text().splitlines()
     key = cache_key(api.base_url, "judge-1", judge_messages(*triples[0]))
-    assert len(lines) == 3 and json.loads(lines[0]) == {"key": key, "p_first": 1.0, "source": "text"}
+    assert len(lines) == 3 and json.loads(lines[0]) == {"key": key, "p_first": 1.0, "source": "text",
+                                                        "raw": {"content": "a", "top_logprobs": None}}
     # an interrupted run: the last verdict lost and the line before it cut mid-write
     (tmp_path / "cache.jsonl").write_text(lines[0] + "\n" + lines[1][:20])
     assert http_judge(api, tmp_path).prefer_first(triples) == [1.0, 1.0, 1.0] and api.count == 5
@@ -313,7 +314,15 @@ def test_cli_http_judge_writes_files_and_rerun_uses_cache(fake_api, tmp_path, ca
     assert [(v["instruction"], v["p_a_first"], v["p_b_first"], v["preference_a"]) for v in verdicts] == \
         [("q1", 1.0, 0.0, 1.0), ("q2", 0.0, 0.0, 0.5), ("q3", 1.0, 0.0, 1.0)]
     assert "83.33 ± 16.67" in (tmp_path / "out" / "judge.md").read_text()
-    assert "win rate 83.33 ± 16.67 over 3 pairs" in capsys.readouterr().out
+    assert "win rate 83.33 ± 16.67, LC not computed: 3 annotated pairs; the GLM's 5-fold cross-validation" in \
+        capsys.readouterr().out
+    annotations = json.loads((tmp_path / "out" / "annotations.json").read_text())
+    assert [(a["instruction"], a["output_1"], a["output_2"], a["generator_1"], a["generator_2"], a["preference"])
+            for a in annotations] == [("q1", "r1", "GOOD one", "davinci", "m1", 2.0), ("q2", "r2", "meh", "davinci",
+                                      "m1", 1.5), ("q3", "r3", "GOOD three", "davinci", "m1", 2.0)]
+    assert annotations[1]["raw_completion"] == {"output_2_shown_first": {"content": "b", "top_logprobs": None},
+                                                "output_1_shown_first": {"content": "b", "top_logprobs": None}}
+    assert summary["length_controlled"]["form"] is None and "lc_win_rate" not in metrics
     args = parser().parse_args(argv + ["--limit", "2"])
     assert args.func(args) == 0 and api.count == 6  # every verdict is cached
     assert json.loads((tmp_path / "out" / "judge_summary.json").read_text())["metrics"]["n"] == 2

@@ -22,7 +22,8 @@ nothing): the judge followed the position, not the content. Output lengths are r
 prefer longer answers.
 
 A judge is any object with ``prefer_first(triples) -> list[float]``: for each (instruction, first, second) the
-probability that ``first`` is better. A judge that reads a letter's probability from the next-token distribution
+probability that ``first`` is better; a judge may also leave what it answered for each triple in ``last_raw`` (kept
+as the ``raw_completion`` of the AlpacaEval annotations, ``alpaca_annotations``). A judge that reads a letter's probability from the next-token distribution
 (``LocalJudge`` here; ``judge_http.HttpJudge`` from an API's top log-probabilities) uses
 
     P(first better) = softmax(lse_a, lse_b)[0],   lse_x = logsumexp of the log-probs of x's spellings
@@ -34,7 +35,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -165,6 +166,8 @@ class PairVerdict:
     p_a_first: float             # P(A better) when A is shown as Output (a)
     p_b_first: float | None      # P(B better) when B is shown as Output (a); None without swapping
     preference_a: float          # (p_a_first + 1 - p_b_first) / 2
+    raw_a_first: object = field(default=None, compare=False)  # the judge's answer, A shown first
+    raw_b_first: object = field(default=None, compare=False)  # the judge's answer, B shown first
 
     @property
     def orders_disagree(self) -> bool:
@@ -202,12 +205,17 @@ def evaluate_pairs(judge: Judge, rows_a: list[dict], rows_b: list[dict], swap: b
     unparseable_before = getattr(judge, "unparseable", 0)
     probabilities = _checked(judge.prefer_first(a_first + b_first), len(a_first) + len(b_first))
     p1, p2 = probabilities[: len(a_first)], probabilities[len(a_first):]
+    raw = list(getattr(judge, "last_raw", None) or [])
+    if len(raw) != len(probabilities):  # a judge that keeps no raw answers
+        raw = [None] * len(probabilities)
+    raw1, raw2 = raw[: len(a_first)], raw[len(a_first):]
     verdicts = []
     for i, row in enumerate(rows_a):
         if swap:
-            verdicts.append(PairVerdict(row["instruction"], p1[i], p2[i], (p1[i] + 1.0 - p2[i]) / 2.0))
+            verdicts.append(PairVerdict(row["instruction"], p1[i], p2[i], (p1[i] + 1.0 - p2[i]) / 2.0, raw1[i],
+                                        raw2[i]))
         else:
-            verdicts.append(PairVerdict(row["instruction"], p1[i], None, p1[i]))
+            verdicts.append(PairVerdict(row["instruction"], p1[i], None, p1[i], raw1[i]))
     metrics = summarize(verdicts, rows_a, rows_b)
     metrics["unparseable"] = getattr(judge, "unparseable", 0) - unparseable_before
     return verdicts, metrics
@@ -255,6 +263,7 @@ class LocalJudge:
         self.description = description or f"local:{type(model).__name__}"
         self.letter_ids = {letter: self._spellings(letter) for letter in LETTERS}
         self.unparseable = 0  # reading probabilities never fails; kept for the common judge interface
+        self.last_raw: list = []  # per prompt: the log-masses of the two letters
 
     @classmethod
     def from_spec(cls, spec: str, dtype: str = "float32", **kwargs) -> "LocalJudge":
@@ -292,6 +301,7 @@ class LocalJudge:
         device = next(self.model.parameters()).device
         a_ids, b_ids = (torch.tensor(self.letter_ids[x], device=device) for x in LETTERS)
         result = [0.5] * len(encoded)
+        self.last_raw = [None] * len(encoded)
         with torch.no_grad(), tqdm(total=len(encoded), desc="judge", unit="prompt", disable=not self.progress,
                                    dynamic_ncols=True) as bar:
             for start in range(0, len(order), self.batch_size):
@@ -310,5 +320,6 @@ class LocalJudge:
                 p_first = torch.sigmoid(lse_a - lse_b)  # = softmax over the two letters
                 for row, i in enumerate(batch):
                     result[i] = float(p_first[row])
+                    self.last_raw[i] = {"logsumexp_a": float(lse_a[row]), "logsumexp_b": float(lse_b[row])}
                 bar.update(len(batch))
         return result

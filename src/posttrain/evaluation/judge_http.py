@@ -14,8 +14,14 @@ retried with exponential backoff, ``retry_delay * 2**attempt`` seconds (at most 
 ``Retry-After`` is honoured within that cap); other HTTP errors (401, 404, ...) stop at once. Either way the error
 is one line naming the URL and the last failure.
 
-Verdict cache: a JSON Lines file, one ``{"key", "p_first", "source"}`` per answered request, where ``key`` is the
-sha256 of (base_url, model, messages). Known keys are never asked again, so a rerun makes no requests; each verdict
+With ``prompt=AlpacaEvaluatorPrompt(NAME)`` (``--judge-prompt NAME``) the messages, request fields and parsing
+are those of an AlpacaEval evaluator configuration instead (``alpaca_prompts``); transport, retries and cache stay
+the same.
+
+Verdict cache: a JSON Lines file, one ``{"key", "p_first", "source", "raw"}`` per answered request (``raw``: the
+answer text and top log-probabilities, what the annotations' ``raw_completion`` keeps), where ``key`` is the
+sha256 of (base_url, model, messages), plus the evaluator's name for an AlpacaEval prompt (two evaluators may share
+a template but parse it differently). Known keys are never asked again, so a rerun makes no requests; each verdict
 is appended and fsynced as it arrives, so an interrupted run resumes where it stopped.
 """
 
@@ -63,8 +69,10 @@ def is_loopback(url: str) -> bool:
         return False
 
 
-def cache_key(base_url: str, model: str, messages: list[dict]) -> str:
-    payload = json.dumps([base_url, model, messages], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+def cache_key(base_url: str, model: str, messages: list[dict], variant: str | None = None) -> str:
+    # without a variant the key is what earlier versions wrote, so their caches stay valid
+    parts = [base_url, model, messages] + ([variant] if variant is not None else [])
+    payload = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
@@ -91,11 +99,37 @@ class _Retryable(Exception):
     """A failure worth another attempt; its message describes it for the final error."""
 
 
+class PosttrainPrompt:
+    """posttrain's own judge prompt (``judge.judge_messages``) read by letter probabilities or the answer letter."""
+
+    name = "posttrain"
+    variant = None  # cache keys as before AlpacaEval prompts existed
+
+    def __init__(self, max_tokens: int = 4, max_output_chars: int | None = 2000):
+        self.max_tokens, self.max_output_chars = max_tokens, max_output_chars
+        self.model_name = "gpt-4"
+
+    def describe(self) -> str:
+        return "posttrain prompt"
+
+    def messages(self, instruction: str, first: str, second: str) -> list[dict]:
+        return judge_messages(instruction, first, second, self.max_output_chars)
+
+    def body(self, model: str, messages: list[dict]) -> dict:
+        return {"model": model, "messages": messages, "temperature": 0, "max_tokens": self.max_tokens,
+                "logprobs": True, "top_logprobs": 5}
+
+    def parse(self, data: dict, choice: dict) -> tuple[float, str, object]:
+        return read_verdict(data)
+
+
 class HttpJudge:
-    def __init__(self, config: HttpJudgeConfig, *, progress: bool = True, sleep=time.sleep):
+    def __init__(self, config: HttpJudgeConfig, *, prompt=None, progress: bool = True, sleep=time.sleep):
         import requests
 
         self.config, self.progress, self._sleep = config, progress, sleep
+        self.prompt = prompt or PosttrainPrompt(config.max_tokens, config.max_output_chars)
+        self.variant = getattr(self.prompt, "variant", self.prompt.name)
         self.url = config.base_url.rstrip("/") + "/chat/completions"
         if urlparse(self.url).scheme not in ("http", "https") or not urlparse(self.url).hostname:
             raise ConfigError(f"--base-url {config.base_url!r}: expected an http(s) URL such as "
@@ -114,33 +148,35 @@ class HttpJudge:
         self.cache = load_cache(self.cache_path) if self.cache_path else {}
         self.unparseable = 0
         self.requests_made = 0
+        self.last_raw: list = []  # what the judge answered, one entry per triple of the last prefer_first call
 
     def describe(self) -> str:
-        return f"http:{self.config.model}@{self.config.base_url}"
+        judge = f"http:{self.config.model}@{self.config.base_url}"
+        return judge if self.prompt.name == "posttrain" else f"{judge} ({self.prompt.describe()})"
 
     def prefer_first(self, triples: Sequence[tuple[str, str, str]]) -> list[float]:
         from tqdm.auto import tqdm
 
-        result = []
+        result, self.last_raw = [], []
         for triple in tqdm(triples, desc="judge", unit="request", disable=not self.progress, dynamic_ncols=True):
-            messages = judge_messages(*triple, self.config.max_output_chars)
-            key = cache_key(self.config.base_url, self.config.model, messages)
+            messages = self.prompt.messages(*triple)
+            key = cache_key(self.config.base_url, self.config.model, messages, self.variant)
             verdict = self.cache.get(key)
             if verdict is None:
-                p_first, source = self._ask(messages)
-                verdict = {"key": key, "p_first": p_first, "source": source}
+                p_first, source, raw = self._ask(messages)
+                verdict = {"key": key, "p_first": p_first, "source": source, "raw": raw}
                 if self.cache_path is not None:
                     append_jsonl(self.cache_path, verdict)
                 self.cache[key] = verdict
             if verdict.get("source") == "unparseable":
                 self.unparseable += 1
             result.append(float(verdict["p_first"]))
+            self.last_raw.append(verdict.get("raw"))  # None for a verdict cached by an older version
         return result
 
-    def _ask(self, messages: list[dict]) -> tuple[float, str]:
-        """(P(first better), how it was read) for one prompt, with retries."""
-        body = {"model": self.config.model, "messages": messages, "temperature": 0,
-                "max_tokens": self.config.max_tokens, "logprobs": True, "top_logprobs": 5}
+    def _ask(self, messages: list[dict]) -> tuple[float, str, object]:
+        """(P(first better), how it was read, the raw answer) for one prompt, with retries."""
+        body = self.prompt.body(self.config.model, messages)
         attempts = self.config.max_retries + 1
         for attempt in range(attempts):
             try:
@@ -154,7 +190,7 @@ class HttpJudge:
                 self._sleep(delay)
         raise ModelLoadError(f"judge: {self.url}: gave up after {attempts} attempt(s); last failure: {last_failure}")
 
-    def _post(self, body: dict) -> tuple[float, str]:
+    def _post(self, body: dict) -> tuple[float, str, object]:
         import requests
 
         self.requests_made += 1
@@ -177,11 +213,22 @@ class HttpJudge:
             data = response.json()
         except ValueError:
             raise _Retryable(f"malformed JSON in the response body {_excerpt(response.text)}".rstrip()) from None
-        return read_verdict(data)
+        return self.prompt.parse(data, _first_choice(data))
 
 
-def read_verdict(data) -> tuple[float, str]:
-    """(P(first better), "logprobs" | "text" | "unparseable") from a chat-completions response object."""
+def _first_choice(data) -> dict:
+    try:
+        choice = data["choices"][0]
+        choice["message"].get("content")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        raise _Retryable("unexpected JSON (no choices[0].message)") from None
+    return choice
+
+
+def read_verdict(data) -> tuple[float, str, object]:
+    """(P(first better), "logprobs" | "text" | "unparseable", raw answer) from a chat-completions response object.
+
+    The raw answer is ``{"content", "top_logprobs"}`` (the table as {token: log-prob}, or None)."""
     try:
         choice = data["choices"][0]
         content = choice["message"].get("content")
@@ -193,15 +240,16 @@ def read_verdict(data) -> tuple[float, str]:
         table = {item["token"]: float(item["logprob"]) for item in top}
     except (KeyError, IndexError, TypeError, ValueError):
         table = {}  # no (usable) log-probabilities: fall back to the answer text
+    raw = {"content": content, "top_logprobs": table or None}
     p_first = preference_from_logprobs(table) if table else None
     if p_first is not None:
-        return p_first, "logprobs"
+        return p_first, "logprobs", raw
     if content is not None and not isinstance(content, str):
         raise _Retryable("unexpected JSON (choices[0].message.content is not a string)")
     p_first = preference_from_text(content)
     if p_first is not None:
-        return p_first, "text"
-    return 0.5, "unparseable"
+        return p_first, "text", raw
+    return 0.5, "unparseable", raw
 
 
 def _excerpt(text: str, limit: int = 120) -> str:
