@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from posttrain.errors import ConfigError
-from posttrain.methods.soft_prompt import SoftPromptModel, budget_rank, budget_table, trainable_count
+from posttrain.methods.dept import budget_rank, budget_table, trainable_count
+from posttrain.methods.soft_prompt import SoftPromptModel
 
 
 def _dept(base, m=4, r=3, s=16, **kw) -> SoftPromptModel:

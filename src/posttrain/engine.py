@@ -34,8 +34,10 @@ from .data.sft import SFTCollator
 from .errors import ConfigError
 from .io_utils import atomic_write_json, atomic_write_text, remove_stale_temp_files
 from .losses import token_nll, weighted_nll_sum
-from .methods import ADAPTERS, OPTIMIZER_GROUPS, kl_regularisation, neftune
+from .methods import kl_regularisation, neftune
 from .methods.objectives import OBJECTIVES
+from .models.families import model_kind
+from .registry import method_named
 from .run_data import prepare_data, read_rows
 from .run_meta import run_metadata
 from .training_args import mixed_precision_arguments, training_arguments
@@ -271,10 +273,15 @@ def train(cfg: RunConfig, *, resume: bool = False, callbacks: list[TrainerCallba
     data = prepare_data(cfg, tokenizer, model, rows)
     ext = extension(cfg, model, tokenizer, data) if extension else RunExtension()
     reference = kl_regularisation.reference_model(cfg, model)  # the starting weights, before anything trains
-    model = ADAPTERS[cfg.adapter.type](model, cfg, tokenizer)
+    method = method_named(cfg.adapter.type)
+    kind = model_kind(model)
+    if kind not in method.families:
+        raise ConfigError(f"adapter.type: {method.name} does not support {kind} models ({type(model).__name__}); "
+                          f"it supports {', '.join(method.families)}")
+    model = method.wrap(model, cfg, tokenizer)
     if cfg.train.neftune_alpha > 0:
         neftune.attach(model, cfg.train.neftune_alpha, cfg.train.neftune_length)
-    groups_of = OPTIMIZER_GROUPS.get(cfg.adapter.type)
+    groups_of = method.optimizer_groups
 
     args = training_arguments(cfg, has_eval=data.eval is not None)
     metrics_cb = MetricsCallback(run_dir, resume_step=_step_of(checkpoint))

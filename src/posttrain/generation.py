@@ -3,7 +3,8 @@
 A *model spec* is anything ``models.load_model_and_tokenizer`` accepts (``default``, a hub id, a directory, a
 ``.gguf`` file) or a posttrain run directory (holding ``config.yaml`` and ``final/``): a full fine-tune's
 ``final/`` is a complete model; a LoRA run's ``final/`` is a PEFT adapter loaded onto the run's base model; a
-prompt-tuning/DePT run's ``final/`` is a soft-prompt adapter (``methods/soft_prompt_io.py``) wrapped around it.
+prompt-tuning/DePT run's ``final/`` is a soft-prompt adapter (``methods/soft_prompt_io.py``) wrapped around it;
+each method says how (``Method.restore``).
 
 A prompt is a user message (a string) or a conversation (role/content messages, e.g. a training row cut before
 its last assistant turn); either is rendered with the chat template plus the assistant header, and the model
@@ -21,6 +22,8 @@ import torch
 from .config import ModelConfig, load_config
 from .data.chat import generation_prompt, resolve_template
 from .errors import ModelLoadError
+from .models import load_model_and_tokenizer
+from .registry import METHODS
 
 
 def is_run_dir(path: str | Path) -> bool:
@@ -30,31 +33,19 @@ def is_run_dir(path: str | Path) -> bool:
 
 def load_run(run_dir: str | Path, model_cfg: ModelConfig, *, for_training: bool = False,
              num_labels: int | None = None):
-    """(model, tokenizer) of a finished run: ``final/`` as a full model, or as a PEFT or soft-prompt adapter on
-    ``model_cfg``'s base model (the run's ``model`` section, possibly with another dtype or head)."""
-    from .methods.soft_prompt import load_soft_prompt
-    from .methods.soft_prompt_io import is_soft_prompt_dir
-    from .models import load_model_and_tokenizer
-
+    """(model, tokenizer) of a finished run, restored by the method whose weights ``final/`` holds (its
+    ``Method.weights_file``): a full model, or a PEFT or soft-prompt adapter on ``model_cfg``'s base model (the
+    run's ``model`` section, possibly with another dtype or head)."""
     if not is_run_dir(run_dir):
         raise ModelLoadError(f"{run_dir}: run directory has no final/ weights (did the run finish?)")
     final = Path(run_dir) / "final"
-    if is_soft_prompt_dir(final):  # prompt tuning / DePT: P, A, B on the run's base model
-        model, tokenizer = load_model_and_tokenizer(model_cfg, for_training=for_training, num_labels=num_labels)
-        return load_soft_prompt(model, final), tokenizer
-    if (final / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        model, tokenizer = load_model_and_tokenizer(model_cfg, for_training=for_training, num_labels=num_labels)
-        return PeftModel.from_pretrained(model, str(final)).train(for_training), tokenizer
-    return load_model_and_tokenizer(replace(model_cfg, name_or_path=str(final), gguf_file=None),
-                                    for_training=for_training, num_labels=num_labels)
+    marked = [m for m in METHODS.values() if m.weights_file and (final / m.weights_file).is_file()]
+    method = marked[0] if marked else next(m for m in METHODS.values() if m.weights_file is None)
+    return method.restore(final, model_cfg, for_training, num_labels)
 
 
 def load_for_inference(spec: str, dtype: str = "float32"):
     """Returns (model, tokenizer, chat_template_name) ready for ``generate``."""
-    from .models import load_model_and_tokenizer
-
     if Path(spec).is_dir() and (Path(spec) / "config.yaml").is_file():
         cfg = load_config(Path(spec) / "config.yaml")
         model, tokenizer = load_run(spec, replace(cfg.model, dtype=dtype))

@@ -12,9 +12,10 @@ import torch
 
 from .version import __version__
 from .config import RunConfig
-from .methods import DESCRIBE, kl_regularisation, neftune
+from .methods import kl_regularisation, neftune
 from .data.instruction_loss import describe as describe_loss
 from .methods.objectives import describe as describe_objective
+from .registry import method_named
 from .run_data import PreparedData
 
 
@@ -58,5 +59,4 @@ def run_metadata(cfg: RunConfig, model, data: PreparedData) -> dict:
 def describe_adapter(cfg: RunConfig, model) -> dict:
     """What trains, with the method's named choices (recorded in run_meta.json)."""
     out = {"type": cfg.adapter.type, "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
-    describe = DESCRIBE.get(cfg.adapter.type)
-    return {**out, **(describe(cfg) if describe else {})}
+    return {**out, **method_named(cfg.adapter.type).describe(cfg)}

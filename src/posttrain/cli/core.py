@@ -100,7 +100,7 @@ def _cmd_config(args) -> int:
 
 
 def _cmd_dept_budget(args) -> int:
-    from ..methods.soft_prompt import budget_table
+    from ..methods.dept import budget_table
 
     if args.hidden_size:
         d, where = args.hidden_size, "--hidden-size"

@@ -1,26 +1,11 @@
-"""One module per method, composed by the engine through these tables (no ``if method == ...`` in shared code).
+"""One file per method; the trainable-parameter methods (``adapter.type``) are registered here, once.
 
-- ``ADAPTERS[adapter.type](model, cfg, tokenizer)`` makes a model trainable (and wraps it where needed);
-- ``OPTIMIZER_GROUPS[adapter.type](model, cfg)`` gives parameter groups with their own learning rates, for the
-  methods that need them (DePT's two learning rates); absent = the Trainer's default groups at train.learning_rate.
+The engine, config validation, run loading and run metadata find a method through ``registry.method_named``;
+adding a method means adding its file and one line below.
 """
 
-from . import full_finetune, lora, soft_prompt
+from ..registry import register
+from . import dept, full_finetune, lora, prompt_tuning
 
-ADAPTERS = {
-    "full": full_finetune.apply,
-    "lora": lora.apply,
-    "prompt_tuning": soft_prompt.apply,
-    "dept": soft_prompt.apply,
-}
-
-OPTIMIZER_GROUPS = {
-    "prompt_tuning": soft_prompt.optimizer_groups,
-    "dept": soft_prompt.optimizer_groups,
-}
-
-DESCRIBE = {
-    "lora": lora.describe,
-    "prompt_tuning": soft_prompt.describe,
-    "dept": soft_prompt.describe,
-}
+for _module in (full_finetune, lora, prompt_tuning, dept):
+    register(_module.METHOD)

@@ -27,6 +27,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import ConfigError
+from ..registry import method_named
 from ..losses import CHUNK_ELEMENTS, _selected_hidden, _targets, fusable_head, target_positions
 
 FORMS = ("full", "single_sample")
@@ -34,7 +35,7 @@ FORMS = ("full", "single_sample")
 
 def reference_model(cfg, model):
     """Before the adapter wraps ``model``: a frozen copy for full fine-tuning; None for LoRA (adapter disabled)."""
-    if cfg.loss.kl_coef <= 0 or cfg.adapter.type == "lora":
+    if cfg.loss.kl_coef <= 0 or method_named(cfg.adapter.type).kl_reference == "adapter_disabled":
         return None
     reference = copy.deepcopy(model).eval()
     reference.requires_grad_(False)
@@ -149,6 +150,6 @@ def describe(cfg) -> dict:
     if cfg.loss.kl_coef <= 0:
         return {}
     return {"kl_coef": cfg.loss.kl_coef, "kl_form": cfg.loss.kl_form,
-            "kl_reference": "frozen copy of the starting model" if cfg.adapter.type == "full"
+            "kl_reference": "frozen copy of the starting model" if method_named(cfg.adapter.type).kl_reference == "frozen_copy"
             else "base model with the LoRA adapter disabled",
             "kl_note": "full = paper's objective; single_sample = the IM reference code's log p - log p_ref estimate"}

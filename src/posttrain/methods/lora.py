@@ -1,16 +1,18 @@
 """LoRA (Hu et al. 2021, arXiv:2106.09685) from PEFT, as a trainable-parameter choice.
 
 W' = W + (alpha / r) * B A with A in R^{r x k}, B in R^{d x r} = 0 at init; only A and B train.
-posttrain adds nothing to PEFT's implementation: this file only maps ``AdapterConfig`` onto ``peft.LoraConfig``.
+posttrain adds nothing to PEFT's implementation: this file only maps the ``adapter.lora_*`` keys onto
+``peft.LoraConfig``.
 """
 
 from __future__ import annotations
 
-from ..config import RunConfig
 from ..errors import ConfigError
+from ..models import load_model_and_tokenizer
+from ..registry import Method
 
 
-def apply(model, cfg: RunConfig, tokenizer=None):
+def _wrap(model, cfg, tokenizer=None):
     from peft import LoraConfig, TaskType, get_peft_model
 
     adapter = cfg.adapter
@@ -29,6 +31,34 @@ def apply(model, cfg: RunConfig, tokenizer=None):
     return get_peft_model(model, lora)
 
 
-def describe(cfg: RunConfig) -> dict:
+def _restore(final_dir, model_cfg, for_training: bool, num_labels: int | None):
+    """A finished LoRA run's ``final/`` is a PEFT adapter, loaded onto the run's base model."""
+    from peft import PeftModel
+
+    model, tokenizer = load_model_and_tokenizer(model_cfg, for_training=for_training, num_labels=num_labels)
+    return PeftModel.from_pretrained(model, str(final_dir)).train(for_training), tokenizer
+
+
+def _validate(cfg) -> None:
+    if cfg.adapter.lora_r < 1:
+        raise ConfigError("adapter.lora_r: must be >= 1")
+
+
+def _describe(cfg) -> dict:
     a = cfg.adapter
     return {"r": a.lora_r, "alpha": a.lora_alpha, "dropout": a.lora_dropout, "target_modules": list(a.lora_target_modules)}
+
+
+METHOD = Method(
+    name="lora",
+    summary="LoRA: a low-rank update B A of chosen weight matrices, from PEFT (Hu et al. 2021)",
+    settings=("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules"),
+    wrap=_wrap,
+    weights_file="adapter_config.json",
+    restore=_restore,
+    validate=_validate,
+    describe=_describe,
+    kl_reference="adapter_disabled",
+    noisy_embeddings=True,
+    packing=True,
+)

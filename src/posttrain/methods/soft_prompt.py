@@ -10,6 +10,8 @@ the prompt and adds a low-rank, *position-wise* update of the frozen input embed
 Row i of A B is added to the token at position i. With B = 0 at step 0, DePT(m, r) is exactly prompt tuning with
 m tokens; vanilla prompt tuning is the r = 0 case of the same code path.
 
+The two methods are ``methods/prompt_tuning.py`` and ``methods/dept.py``; this module is the wrapper they share.
+
 Choices (named in ``AdapterConfig`` and recorded in run metadata):
 
 - ``offset_positions: real_tokens`` (default) indexes A B by each token's rank among the example's real tokens
@@ -38,34 +40,11 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, ModelLoadError
+from ..models import load_model_and_tokenizer
 from ..models.families import classification_head_names, model_kind
 from . import soft_prompt_io
 
 REFERENCE_INIT_TEXT = "Classify this text is postive or not:"  # (sic) the DePT reference code's TEXT init
-
-
-def budget_rank(prompt_length: int, m: int, s: int, d: int) -> int:
-    """Largest r with m*d + s*r + r*d <= L*d (the DePT paper's equal-budget pairs: L=100, s=256, d=768 gives
-    (m, r) = (60, 30), (40, 45); s=512 gives (60, 24))."""
-    if not 0 <= m <= prompt_length:
-        raise ConfigError(f"dept budget: m={m} must be between 0 and the prompt-tuning length {prompt_length}")
-    return ((prompt_length - m) * d) // (s + d)
-
-
-def trainable_count(m: int, r: int, s: int, d: int) -> int:
-    return m * d + (s * r + r * d if r else 0)
-
-
-def budget_table(prompt_length: int, s: int, d: int, prompt_lengths: list[int] | None = None) -> list[dict]:
-    """Rows (m, r, parameters, share of PT's budget) for DePT configurations matching PT(prompt_length)."""
-    ms = prompt_lengths if prompt_lengths is not None else list(range(prompt_length, -1, -max(1, prompt_length // 5)))
-    budget = prompt_length * d
-    rows = []
-    for m in ms:
-        r = budget_rank(prompt_length, m, s, d)
-        n = trainable_count(m, r, s, d)
-        rows.append({"m": m, "r": r, "s": s, "d": d, "parameters": n, "budget": budget, "ratio": n / budget})
-    return rows
 
 
 class SoftPromptModel(nn.Module):
@@ -259,10 +238,9 @@ def load_soft_prompt(base: nn.Module, directory) -> SoftPromptModel:
     return SoftPromptModel.from_pretrained(base, directory)
 
 
-def apply(model, cfg, tokenizer=None) -> SoftPromptModel:
-    """Wrap ``model`` for ``adapter.type`` in (prompt_tuning, dept) as ``RunConfig`` says; the base is frozen."""
+def wrap(model, cfg, tokenizer, rank: int) -> SoftPromptModel:
+    """Freeze ``model`` and prepend the soft prompt of ``cfg.adapter`` (with a rank-``rank`` offset for DePT)."""
     adapter = cfg.adapter
-    rank = adapter.dept_rank if adapter.type == "dept" else 0
     wrapped = SoftPromptModel(
         model, adapter.num_virtual_tokens, rank=rank,
         max_length=(adapter.dept_max_length or cfg.data.max_length) if rank else 0,
@@ -277,13 +255,14 @@ def optimizer_groups(model: SoftPromptModel, cfg) -> list[dict]:
                                   cfg.train.weight_decay)
 
 
-def describe(cfg) -> dict:
+def restore(final_dir, model_cfg, for_training: bool, num_labels: int | None):
+    """A finished prompt-tuning / DePT run: the run's base model wrapped with the saved P (and A, B)."""
+    model, tokenizer = load_model_and_tokenizer(model_cfg, for_training=for_training, num_labels=num_labels)
+    return load_soft_prompt(model, final_dir), tokenizer
+
+
+def describe_prompt(cfg) -> dict:
     a = cfg.adapter
-    out = {"num_virtual_tokens": a.num_virtual_tokens, "prompt_init": a.prompt_init,
-           "prompt_learning_rate": a.prompt_learning_rate, "padding_side": cfg.data.padding_side,
-           "pad_to_max_length": cfg.data.pad_to_max_length}
-    if a.type == "dept":
-        out.update(rank=a.dept_rank, offset_length=a.dept_max_length or cfg.data.max_length, alpha=a.dept_alpha,
-                   scale=a.dept_alpha / math.sqrt(a.dept_rank), offset_positions=a.offset_positions,
-                   offset_learning_rate=a.offset_learning_rate)
-    return out
+    return {"num_virtual_tokens": a.num_virtual_tokens, "prompt_init": a.prompt_init,
+            "prompt_learning_rate": a.prompt_learning_rate, "padding_side": cfg.data.padding_side,
+            "pad_to_max_length": cfg.data.pad_to_max_length}

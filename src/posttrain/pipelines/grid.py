@@ -17,7 +17,6 @@ unless ``std: sample``.
 
 from __future__ import annotations
 
-import difflib
 import gc
 import itertools
 import json
@@ -29,7 +28,7 @@ from typing import Callable, Literal, Optional
 
 
 from ..config import help_field as _f
-from ..config import read_yaml_file
+from ..config import did_you_mean, read_yaml_file
 from ..errors import ConfigError, PosttrainError
 from ..io_utils import atomic_write_json
 from .grid_report import _axes_tag, _fmt, cell_state, dev_value, select, write_report
@@ -103,15 +102,10 @@ def _check_axes(axes, where: str, keys: list[str]) -> dict:
         _bad(where, f"expected a mapping of section.key -> list of values, got {axes!r}")
     for key, values in axes.items():
         if key not in keys:
-            _bad(f"{where}.{key}", "unknown config key" + _hint(key, keys))
+            _bad(f"{where}.{key}", "unknown config key" + did_you_mean(key, keys))
         if not isinstance(values, list) or not values:
             _bad(f"{where}.{key}", f"expected a non-empty list of values, got {values!r}")
     return dict(axes)
-
-
-def _hint(key, names) -> str:
-    close = difflib.get_close_matches(str(key), list(names), n=1, cutoff=0.5)
-    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 def _check_data(cfg, task, where: str, seen: set) -> None:
@@ -167,7 +161,7 @@ def load_grid(path: str | Path, extra_overrides: list[str] | None = None,
     where, base, keys = str(path), Path(path).resolve().parent, all_keys()
     for key in grid.seed_keys:
         if key not in keys:
-            _bad(f"{where}: seed_keys", f"unknown config key {key!r}" + _hint(key, keys))
+            _bad(f"{where}: seed_keys", f"unknown config key {key!r}" + did_you_mean(key, keys))
     _check_axes(grid.axes, f"{where}: axes", keys)
     methods = {}
     for name, spec in grid.recipes.items():
@@ -190,7 +184,7 @@ def load_grid(path: str | Path, extra_overrides: list[str] | None = None,
         tasks.append((at, ref, task, extra))
     for name in grid.task_overrides:
         if name not in {t.name for _, _, t, _ in tasks} | {str(e) for e in grid.tasks}:
-            _bad(f"{where}: task_overrides.{name}", "not one of the grid's tasks" + _hint(name, grid.tasks))
+            _bad(f"{where}: task_overrides.{name}", "not one of the grid's tasks" + did_you_mean(name, grid.tasks))
 
     cells, seen, checked = [], {}, set()
     splits = [(k, v) for k, v in (("train", grid.train_split), ("eval", grid.eval_split), ("test", grid.test_split))

@@ -16,12 +16,12 @@ only where they happen to be installed.
 
 from __future__ import annotations
 
-import difflib
 import math
 from typing import Callable, Sequence
 
 import numpy as np
 
+from ..config.fields import did_you_mean
 from ..errors import ConfigError
 
 
@@ -136,9 +136,7 @@ def check_metric_name(name: str) -> str:
     """Return ``name`` if it is a known metric; ConfigError with the nearest name otherwise."""
     if name in METRICS:
         return name
-    close = difflib.get_close_matches(str(name), METRIC_NAMES, n=1, cutoff=0.4)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    raise ConfigError(f"unknown metric '{name}' (known: {', '.join(METRIC_NAMES)}){hint}")
+    raise ConfigError(f"unknown metric '{name}' (known: {', '.join(METRIC_NAMES)}){did_you_mean(name, METRIC_NAMES, 0.4)}")
 
 
 def compute(metric_names: Sequence[str], predictions: Sequence, references: Sequence, *,

@@ -21,11 +21,11 @@ nearest 0.2 ("3.2"), the T5 convention that ATTEMPT/DePT's ``round_stsb_target``
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from ..config.fields import build_dataclass, did_you_mean, help_field
 from ..errors import ConfigError
 from ..scoring.metrics import REGRESSION_METRICS, check_metric_name
 
@@ -36,10 +36,7 @@ _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def _f(default, help_text: str, **kw):
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help_text}, **kw)
-    return field(default=default, metadata={"help": help_text}, **kw)
+_f = help_field
 
 
 def _req(help_text: str):
@@ -58,8 +55,7 @@ def canonical_label(value: Any) -> str:
 
 
 def suggest(name: str, options) -> str:
-    close = difflib.get_close_matches(str(name), list(options), n=1, cutoff=0.5)
-    return f"; did you mean '{close[0]}'?" if close else ""
+    return did_you_mean(name, options)
 
 
 def placeholders(template: str) -> list[str]:
@@ -329,21 +325,11 @@ def _build(cls, raw: dict, where: str):
     """``cls(**raw)`` with unknown keys and missing required keys as ConfigError (nearest key suggested)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
-    names = field_names(cls)
-    for key in raw:
-        if key not in names:
-            raise ConfigError(f"{where}: unknown key '{key}'{suggest(str(key), names)}")
-    required = [f.name for f in dataclasses.fields(cls)
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    missing = [k for k in required if k not in raw]
-    if missing:
-        raise ConfigError(f"{where}: missing key{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
-    try:
-        return cls(**raw)
-    except ConfigError as err:
-        if cls is Task:  # its messages already start with "task 'NAME'"
-            raise ConfigError(f"{where}: {err}") from None
-        raise ConfigError(f"{where}.{err}") from None
+
+    def reworded(source, prefix, err):  # a Task's messages already start with "task 'NAME'"
+        return ConfigError(f"{source}: {err}" if cls is Task else f"{source}.{err}")
+
+    return build_dataclass(cls, raw, where, typed=False, on_error=reworded)
 
 
 def task_from_dict(raw: dict, where: str = "task") -> Task:

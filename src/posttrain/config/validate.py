@@ -1,0 +1,92 @@
+"""Cross-field checks of a run configuration, run when a ``RunConfig`` is built (single values are checked by the
+typed coercion of ``config/fields.py``).
+
+Checks that belong to one trainable-parameter method are that method's (``Method.validate`` and its capability
+flags, looked up in the registry), so no check here names a method.
+"""
+
+from __future__ import annotations
+
+from ..errors import ConfigError
+from ..registry import method_named
+
+
+def _bad(key: str, msg: str):
+    raise ConfigError(f"{key}: {msg}")
+
+
+def validate(cfg) -> None:
+    """Raise a one-line ``ConfigError("section.key: ...")`` for the first combination that cannot run."""
+    method = method_named(cfg.adapter.type)
+    loss, train, data, task = cfg.loss, cfg.train, cfg.data, cfg.task
+    if not 0.0 <= loss.prompt_loss_weight <= 1.0:
+        _bad("loss.prompt_loss_weight", f"must be in [0, 1], got {loss.prompt_loss_weight}")
+    if loss.mode != "instruction_and_output" and loss.prompt_loss_weight != 1.0:
+        _bad("loss.prompt_loss_weight", "only applies to loss.mode=instruction_and_output")
+    if loss.mode != "instruction_and_output" and loss.im_mask != "paper":
+        _bad("loss.im_mask", "only applies to loss.mode=instruction_and_output")
+    if loss.kl_coef < 0:
+        _bad("loss.kl_coef", f"must be >= 0, got {loss.kl_coef}")
+    if loss.kl_coef > 0 and method.kl_reference is None:
+        _bad("loss.kl_coef", f"KL regularisation needs adapter.type full or lora (the reference is the starting "
+             f"model), got {method.name}")
+    if loss.kl_coef > 0 and task.name and task.objective != "lm":
+        _bad("loss.kl_coef", f"KL regularisation applies to next-token objectives, not task.objective={task.objective}")
+    if loss.kl_coef == 0 and loss.kl_form != "full":
+        _bad("loss.kl_form", "only applies when loss.kl_coef > 0")
+    if train.neftune_alpha < 0:
+        _bad("train.neftune_alpha", f"must be >= 0, got {train.neftune_alpha}")
+    if train.neftune_alpha > 0 and not method.noisy_embeddings:
+        _bad("train.neftune_alpha", f"NEFTune noises the token embeddings: needs adapter.type full or lora, got "
+             f"{method.name}")
+    if train.neftune_alpha == 0 and train.neftune_length != "real_tokens":
+        _bad("train.neftune_length", "only applies when train.neftune_alpha > 0")
+    if data.max_length < 8:
+        _bad("data.max_length", f"must be >= 8, got {data.max_length}")
+    if data.eval_size < 0:
+        _bad("data.eval_size", "must be >= 0")
+    if data.eval_file and data.eval_size:
+        _bad("data.eval_size", "set either data.eval_file or data.eval_size, not both")
+    for key in ("per_device_batch_size", "gradient_accumulation_steps", "logging_steps"):
+        if getattr(train, key) < 1:
+            _bad(f"train.{key}", "must be >= 1")
+    if train.learning_rate <= 0:
+        _bad("train.learning_rate", "must be > 0")
+    if not 0.0 <= train.warmup_ratio < 1.0:
+        _bad("train.warmup_ratio", "must be in [0, 1)")
+    if train.max_steps <= 0 and train.num_epochs <= 0:
+        _bad("train.max_steps", "set max_steps > 0 or num_epochs > 0")
+    if train.best_metric and train.eval_steps <= 0:
+        _bad("train.best_metric", "needs train.eval_steps > 0 (the best of periodic evaluations is kept)")
+    method.validate(cfg)
+    if task.name:
+        _validate_task(cfg, method)
+    if train.packing and not method.packing:
+        _bad("train.packing", f"not supported with adapter.type={method.name} (each example needs its own prompt)")
+    if data.pad_to_max_length and train.packing:
+        _bad("data.pad_to_max_length", "conflicts with train.packing")
+    if train.packing and train.group_by_length:
+        _bad("train.group_by_length", "not needed with train.packing (there is no padding to save)")
+
+
+def _validate_task(cfg, method) -> None:
+    task, data = cfg.task, cfg.data
+    if data.train_file or data.eval_file:
+        _bad("task.name", "set either task.name or data.train_file/eval_file, not both")
+    for key in ("train", "eval", "test"):
+        value = getattr(task, key)
+        if (value or key == "train") and value.count(":") != 1:
+            _bad(f"task.{key}", f"expected source:split such as pool:train or kshot:test, got {value!r}")
+    if cfg.loss.mode != "output_only":
+        _bad("loss.mode", "classification tasks train on the label word only (output_only)")
+    if task.prompt_style == "soft" and (task.objective != "verbalizer" or task.form != "template"):
+        _bad("task.prompt_style", "soft prompts replace the template's words: needs task.objective=verbalizer "
+             "and task.form=template")
+    if task.prompt_style == "soft" and not method.trains_embedding_rows:
+        _bad("task.prompt_style", f"soft prompts train new embedding rows: needs adapter.type=full, got {method.name}")
+    if task.causal_scoring == "filled" and task.objective != "verbalizer":
+        _bad("task.causal_scoring", "applies to task.objective=verbalizer only")
+    if task.causal_scoring == "filled" and task.form != "template":
+        _bad("task.causal_scoring", "filled scores the rest of the template: needs task.form=template")
+    if cfg.train.packing:
+        _bad("train.packing", "not used for classification tasks (short examples, padded batches)")
