@@ -96,7 +96,9 @@ def register(sub) -> None:
 
     p = sub.add_parser("im-report", help="IT vs IM (vs baselines) side by side: Markdown table + PNG",
                        description="Line up analysis summaries (loss-eval, bleu-train, generate-set, judge) by "
-                       "model into report.md, report.json and report.png.")
+                       "model into report.md, report.json and report.png; judge summaries make a second table with "
+                       "AlpacaEval 1.0-style win rates (vs text-davinci-003) and 2.0-style LC win rates side by "
+                       "side, each column naming its reference and judge.")
     p.add_argument("summaries", nargs="+", help="summary JSON files written by the analysis commands")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--label", action="append", metavar="MODEL=NAME", help="display name of a model (repeatable)")
