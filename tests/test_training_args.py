@@ -76,7 +76,8 @@ def test_unknown_or_missing_logger_is_a_config_error(tmp_path):
     for name in ("tensorboard", "wandb"):
         if importlib.util.find_spec(name) is None:
             cfg.train.report_to = [name]
-            with pytest.raises(ConfigError, match=rf"^train\.report_to: {name} is not installed \(pip install {name}\)"):
+            message = rf"^train\.report_to: {name} is not installed \(pip install {name}\)"
+            with pytest.raises(ConfigError, match=message):
                 training_arguments(cfg, has_eval=False)
 
 
