@@ -61,7 +61,7 @@ def _scorer(task, tokenizer, batch_size, with_loss=True):
                                    label_tokens="all", causal_scoring="slot", source="test")
     gold = [ex["label"] for ex in EXAMPLES]
     collate = prompt_ft.PromptCollator(tokenizer.pad_token_id)
-    scores = lambda m, batch: prompt_ft.candidate_scores(m, batch, "causal")  # noqa: E731
+    scores = lambda m, batch: prompt_ft.candidate_scores(m, batch, "causal")
     loss_of = (lambda s, batch: prompt_ft.example_losses(s, batch, False)) if with_loss else None
     return LabelScorer(task, rows, gold, batch_size, collate, scores, loss_of), rows, collate
 

@@ -9,7 +9,12 @@ import torch
 from torch import nn
 
 from posttrain.methods.soft_prompt import SoftPromptModel
-from posttrain.methods.verbalizer_head import captured_head_input, head_logits, output_head, virtual_offset
+from posttrain.methods.verbalizer_head import (
+    captured_head_input,
+    head_logits,
+    output_head,
+    virtual_offset,
+)
 
 VOCAB = 120
 
@@ -89,7 +94,7 @@ def test_soft_prompt_head_logits_shift_by_the_virtual_tokens(tokenizer, tiny_lla
     ids = ids % len(tokenizer)
     _check(wrapped, {"input_ids": ids, "attention_mask": mask, "use_cache": False}, ROWS)
     # reading the unshifted positions of the base model's hidden states would be the virtual tokens' logits
-    with captured_head_input(wrapped) as (box, head):
+    with captured_head_input(wrapped) as (box, _head):
         wrapped(input_ids=ids, attention_mask=mask, use_cache=False)
     assert box["hidden"].shape == (3, 4 + 9, tiny_llama.config.hidden_size)
 
