@@ -26,9 +26,10 @@ class Outer:
     rate: float = help_field(0.1, "A rate.")
     flag: bool = help_field(False, "A switch.")
     choice: Literal["alpha", "beta"] = help_field("alpha", "One of two.")
-    tags: list = help_field(["t"], "A list.")
-    extra: dict = help_field({"k": 1}, "A mapping.")
-    maybe: Optional[int] = help_field(None, "Optional.")
+    tags: list = help_field(["t"], "A list.")  # noqa: RUF009  (a default_factory)
+    extra: dict = help_field({"k": 1}, "A mapping.")  # noqa: RUF009
+    maybe: Optional[int] = help_field(None, "Optional.")  # noqa: UP045  (typing.Union, as in the schema)
+    newer: int | None = help_field(None, "Optional, PEP 604.")
     inner: Inner = field(default_factory=Inner)
 
     def __post_init__(self):
@@ -51,9 +52,11 @@ def _error(raw, cls=Outer, **kw) -> str:
 
 def test_builds_typed_values_and_nested_sections():
     got = build_dataclass(Outer, {"required": "r", "rate": "1e-4", "flag": True, "choice": "beta", "tags": "solo",
-                                  "maybe": 3, "inner": {"depth": 2.0}}, "f.yaml")
-    assert got == Outer(required="r", rate=1e-4, flag=True, choice="beta", tags=["solo"], maybe=3,
+                                  "maybe": 3, "newer": 4.0, "inner": {"depth": 2.0}}, "f.yaml")
+    assert got == Outer(required="r", rate=1e-4, flag=True, choice="beta", tags=["solo"], maybe=3, newer=4,
                         inner=Inner(depth=2))
+    assert isinstance(got.newer, int)
+    assert build_dataclass(Outer, {"required": "r", "maybe": None, "newer": None}, "f.yaml").newer is None
     assert isinstance(got.rate, float) and isinstance(got.inner.depth, int)
     assert build_dataclass(Outer, {"required": 5, "inner": None}, "f.yaml") == Outer(required="5")  # YAML "inner:"
 
@@ -77,10 +80,11 @@ def test_missing_required_keys():
     ({"flag": "yes"}, "f.yaml: flag: expected true or false, got 'yes'"),
     ({"choice": "gamma"}, "f.yaml: choice: expected one of alpha, beta, got 'gamma'"),
     ({"choice": "alpah"}, "f.yaml: choice: expected one of alpha, beta, got 'alpah'; did you mean 'alpha'?"),
-    ({"choice": False}, "f.yaml: choice: expected one of alpha, beta, got False (YAML reads no, off, yes and on as "
-                        "true/false: quote the word)"),
+    ({"choice": False}, ("f.yaml: choice: expected one of alpha, beta, got False (YAML reads no, off, yes and on as "
+                         "true/false: quote the word)")),
     ({"maybe": 2.5}, "f.yaml: maybe: expected an integer, got 2.5"),
     ({"maybe": True}, "f.yaml: maybe: expected an integer, got True"),
+    ({"newer": "3"}, "f.yaml: newer: expected an integer, got '3'"),
     ({"tags": {"a": 1}}, "f.yaml: tags: expected a list, got {'a': 1}"),
     ({"extra": [1]}, "f.yaml: extra: expected a mapping, got [1]"),
     ({"inner": {"depth": "deep"}}, "f.yaml: inner.depth: expected an integer, got 'deep'"),
