@@ -128,7 +128,8 @@ def make_batches(tokenizer, examples, batch_size, pad_to, side, device):
 
 def build(spec, base, tokenizer):
     from posttrain.config import load_config
-    from posttrain.methods import ADAPTERS
+    import posttrain.methods  # noqa: F401  (registers every method)
+    from posttrain.registry import method_named
 
     if spec["method"] == "peft_pt":
         from peft import PromptTuningConfig, TaskType, get_peft_model
@@ -138,7 +139,7 @@ def build(spec, base, tokenizer):
     if spec["method"] in ("prompt_tuning", "dept"):
         overrides += [f"adapter.num_virtual_tokens={spec['m']}", f"adapter.dept_rank={max(spec.get('r', 0), 1)}",
                       f"adapter.offset_positions={spec.get('offset_positions', 'real_tokens')}"]
-    return ADAPTERS[spec["method"]](base, load_config(None, overrides), tokenizer)
+    return method_named(spec["method"]).wrap(base, load_config(None, overrides), tokenizer)
 
 
 def child(spec: dict) -> dict:
@@ -228,7 +229,7 @@ def child(spec: dict) -> dict:
 
 
 def configurations(args, d: int) -> dict[str, list[dict]]:
-    from posttrain.methods.soft_prompt import budget_rank
+    from posttrain.methods.dept import budget_rank
 
     s = args.s
     r60, r40 = budget_rank(100, 60, s, d), budget_rank(100, 40, s, d)

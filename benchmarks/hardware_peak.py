@@ -97,9 +97,14 @@ def measure_matmul(name: str, m: int, k: int, n: int, precision: str, *, layout:
     calls = max(1, math.ceil(MIN_TIMED_S / max(timed(1), 1e-7)))
     rates = [2 * m * k * n * calls / timed(calls) / 1e12 for _ in range(repeats)]
     return {"name": name, "dtype": precision, "m": m, "k": k, "n": n, "layout": layout, "calls_per_repeat": calls,
-            "repeats": repeats, "tflops_median": round(statistics.median(rates), 4),
-            "tflops_min": round(min(rates), 4), "tflops_max": round(max(rates), 4),
+            "repeats": repeats, "tflops_median": significant(statistics.median(rates)),
+            "tflops_min": significant(min(rates)), "tflops_max": significant(max(rates)),
             "threads": torch.get_num_threads()}
+
+
+def significant(x: float, digits: int = 4) -> float:
+    """``x`` to ``digits`` significant digits (tiny products on a CPU run at a few GFLOP/s: 0.00x TFLOP/s)."""
+    return float(f"{x:.{digits}g}")
 
 
 def measure_square(size: int, precision: str, **kwargs) -> dict:
@@ -215,7 +220,7 @@ def main(argv=None):
             step_seconds += 2 * m * k * n * count / (row["tflops_median"] * 1e12)
             print(f"{name} {precision} ({m}x{k}x{n}): {row['tflops_median']} TFLOP/s", flush=True)
         if products:
-            model_step[precision] = {"tflops": round(step_flops / step_seconds / 1e12, 4),
+            model_step[precision] = {"tflops": significant(step_flops / step_seconds / 1e12),
                                      "flops": int(step_flops), "seconds": round(step_seconds, 6)}
     report = {"command": "python benchmarks/hardware_peak.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "machine": machine_info(args.device), "model": None if args.no_model else args.model,
