@@ -17,6 +17,7 @@ lets callers fall back to a labelled "not computed".
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.metadata
 import importlib.util
 import logging
@@ -34,6 +35,8 @@ def _register_pkg_resources_stand_in() -> None:
     from packaging.version import parse
 
     stand_in = types.ModuleType("pkg_resources")
+    # a spec, so importlib.util.find_spec("pkg_resources") answers instead of raising on a spec-less module
+    stand_in.__spec__ = importlib.machinery.ModuleSpec("pkg_resources", None)
     stand_in.parse_version = parse
     stand_in.get_distribution = lambda name: types.SimpleNamespace(version=importlib.metadata.version(name))
     sys.modules["pkg_resources"] = stand_in
