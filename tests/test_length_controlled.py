@@ -153,7 +153,8 @@ def test_cli_reports_lc_next_to_raw(tmp_path, monkeypatch, capsys):
     assert metrics["alpaca_eval_win_rate"] == pytest.approx(metrics["win_rate"])
     assert summary["length_controlled"]["form"] == LENGTH_ONLY and summary["style"] == "AlpacaEval 1.0 style"
     md = (out / "judge.md").read_text()
-    assert f"| length-controlled win rate of A (%) | {metrics['lc_win_rate']:.2f} ± {metrics['lc_stderr']:.2f} " \
+    assert metrics["lc_stderr"] == 0.0  # the length-only GLM predicts the same for every pair
+    assert f"| length-controlled win rate of A (%) | {metrics['lc_win_rate']:.2f} " \
            "(AlpacaEval GLM length_controlled_minimal" in md and "Judge: `test:longer-answer`" in md
     assert f"LC win rate {metrics['lc_win_rate']:.2f}" in capsys.readouterr().out
 
@@ -162,7 +163,9 @@ def test_cli_reports_lc_next_to_raw(tmp_path, monkeypatch, capsys):
     table.write_text(",instruction_difficulty\n" + "".join(f"{i},{(i % 7) / 3 - 1}\n" for i in range(120)))
     assert run_judge(monkeypatch, [mine, "--references", refs, "--out", out, "--instruction-difficulty", table]) == 0
     summary = json.loads((out / "judge_summary.json").read_text())
-    assert summary["length_controlled"]["form"] == WITH_DIFFICULTY
+    assert summary["length_controlled"]["form"] == WITH_DIFFICULTY and summary["metrics"]["lc_stderr"] > 0
+    assert f"{summary['metrics']['lc_win_rate']:.2f} ± {summary['metrics']['lc_stderr']:.2f} (AlpacaEval GLM " \
+        "length_controlled_noreg" in (out / "judge.md").read_text()
     assert summary["length_controlled"]["difficulty_table"] == str(table)
     table.write_text(",instruction_difficulty\n0,1.0\n")
     capsys.readouterr()

@@ -99,7 +99,8 @@ def _fmt(value, key: str, row: dict) -> str:
         return str(value)
     text = f"{value:.4f}" if key.startswith("loss_eval") else f"{value:.2f}"
     spread = _spread_key(key)
-    if spread in row:
+    # an LC spread of 0 is the length-only GLM's single prediction, not a measured uncertainty: not shown
+    if spread in row and not (key.endswith(".lc_win_rate") and row[spread] == 0):
         text += f" ± {row[spread]:.2f}"
     return text
 

@@ -188,7 +188,7 @@ def _cmd_judge(args) -> int:
                   references=str(args.references), annotations=str(out / ANNOTATIONS_NAME))
     atomic_write_text(out / "judge.md", markdown(model, reference, description, metrics, lc_info, style=style,
                                                  swap=not args.no_swap))
-    lc_text = (f"LC win rate {metrics['lc_win_rate']:.2f} ± {metrics['lc_stderr']:.2f} ({lc_info['form']})"
+    lc_text = (f"LC win rate {metrics['lc_win_rate']:.2f} ({lc_info['form']})"
                if "lc_win_rate" in metrics else f"LC {lc_info['label']}")
     print(f"judge: {model} vs {reference}: win rate {metrics['win_rate']:.2f} ± {metrics['stderr']:.2f}, {lc_text}, "
           f"over {metrics['n']} pairs ({metrics['ties']} ties, {metrics['order_disagreements']} order "
@@ -200,7 +200,10 @@ def markdown(model: str, reference: str, description: str, metrics: dict, lc_inf
              swap: bool) -> str:
     orders = "both orders (position bias cancelled)" if swap else "one order only (A first; --no-swap)"
     if "lc_win_rate" in metrics:
-        lc = f"{metrics['lc_win_rate']:.2f} ± {metrics['lc_stderr']:.2f} ({lc_info['label']})"
+        # the package's LC standard error is the spread of its per-pair predictions: always 0 for the length-only
+        # form (one prediction for every pair), so it is shown only when there is a spread
+        spread = f" ± {metrics['lc_stderr']:.2f}" if metrics["lc_stderr"] > 0 else ""
+        lc = f"{metrics['lc_win_rate']:.2f}{spread} ({lc_info['label']})"
         if lc_info.get("extreme_change"):
             lc += "; far from the raw win rate, which alpaca_eval flags as a possible GLM failure"
     else:
