@@ -130,21 +130,61 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def _cmd_eval(args) -> int:
-    from ..stepgame.harness import cmd_eval
+    """``posttrain stepgame eval``: every argument and file is checked before the model loads."""
+    from ..generation import load_for_inference
+    from ..stepgame.harness import (default_files, default_shot_files, evaluate, load_files, load_shot_pool,
+                                    merge_lora, validate_settings)
+    from ..stepgame.report import markdown_table, write_outputs
 
-    return cmd_eval(args)
+    validate_settings(mode=args.mode, shots=args.shots, limit=args.limit, batch_size=args.batch_size,
+                      max_new_tokens=args.max_new_tokens, chat=args.chat, chat_template=args.chat_template)
+    ks = parse_k_range(args.k) if args.k else None
+    files = args.files or default_files(args.data, ks or range(1, 11))
+    data = load_files(files, args.limit, ks)
+    shots_from = (args.shots_from or default_shot_files(args.data)) if args.shots else []
+    pool = load_shot_pool(shots_from, [p for p, _ in data]) if args.shots else None
+    model, tokenizer, template_name = load_for_inference(args.model, dtype=args.dtype)
+    model = merge_lora(model)
+    results = evaluate(model, tokenizer, data, mode=args.mode, shots=args.shots, chat=args.chat,
+                       template_name=args.chat_template or template_name, limit=args.limit, ks=ks, seed=args.seed,
+                       shots_from=shots_from, pool=pool, batch_size=args.batch_size,
+                       max_new_tokens=args.max_new_tokens, progress=not args.quiet, model_name=args.model)
+    paths = write_outputs(results, args.out)
+    print(markdown_table(results), end="")
+    print(f"{results['overall']['n']} examples in {results['seconds']:.1f} s; wrote {paths['json']}, "
+          f"{paths['markdown'].name}, {paths['png'].name}, {paths['predictions'].name}")
+    return 0
 
 
 def _cmd_export(args) -> int:
-    from ..stepgame.lm_eval_export import cmd_export
+    """``posttrain stepgame export-lm-eval``."""
+    from ..stepgame.harness import default_files, default_shot_files
+    from ..stepgame.lm_eval_export import export_lm_eval
 
-    return cmd_export(args)
+    ks = parse_k_range(args.k) if args.k else None
+    files = args.files or default_files(args.data, ks or range(1, 11))
+    shots_from = args.shots_from if args.shots_from is not None else default_shot_files(args.data)
+    info = export_lm_eval(args.out, files, limit=args.limit, ks=ks, shots_from=shots_from,
+                          fewshot_pool=args.fewshot_pool, seed=args.seed)
+    total = sum(info["n"].values())
+    print(f"wrote {len(info['tasks'])} tasks ({total} examples) under {info['dir']}; few-shot pool: "
+          f"{info['fewshot_pool'] or 'none'}")
+    print(f"run: lm_eval --model hf --model_args pretrained=MODEL_DIR --tasks stepgame --include_path {info['dir']}")
+    return 0
 
 
 def _cmd_export_sft(args) -> int:
-    from ..stepgame.sft import cmd_export_sft
+    """``posttrain stepgame export-sft``."""
+    from ..stepgame.sft import default_train_files, export_sft
 
-    return cmd_export_sft(args)
+    ks = parse_k_range(args.k) if args.k else None
+    files = args.files or default_train_files(args.data, ks or range(1, 6))
+    info = export_sft(args.out, files, limit=args.limit, ks=ks,
+                      shuffle_seed=args.shuffle_seed)
+    per_k = ", ".join(f"k={k}: {n}" for k, n in info["per_k"].items())
+    print(f"wrote {info['n']} prompt/completion rows to {info['out']} ({per_k})")
+    print(f"train: posttrain train RECIPE.yaml data.train_file={info['out']}  (e.g. configs/stepgame/lora.yaml)")
+    return 0
 
 
 def _register_eval(sub) -> None:

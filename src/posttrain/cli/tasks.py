@@ -18,7 +18,8 @@ import yaml
 
 from ..errors import ConfigError
 from ..tasks.readers import ENV_VAR, default_data_root, find_file, read_split
-from ..tasks.spec import Task, render_template, render_text_to_text
+from ..tasks.render import render_template, render_text_to_text
+from ..tasks.spec import Task
 from ..tasks.user import builtin_tasks, get_task
 
 SOURCES = ("kshot", "pool", "superglue")

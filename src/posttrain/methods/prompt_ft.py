@@ -39,6 +39,9 @@ from ..data.classification import cut_middle
 from ..data.classification import label_word_ids as _word_ids
 from ..errors import ConfigError, DataError
 from .verbalizer_head import head_logits
+from ..tasks import canonical_label, soft_target
+from ..tasks import label_words, render_template
+from ..tasks.render import _fill
 
 
 def _slot_token(tokenizer, kind: str) -> str | None:
@@ -76,9 +79,6 @@ class EncodedExample:
 def encode_example(tokenizer, task, example: dict, *, kind: str, form: str, max_length: int, label_tokens: str,
                    causal_scoring: str) -> EncodedExample:
     """Token ids of one example for the verbalizer objective (see the module docstring)."""
-    from ..tasks import label_words, render_template
-    from ..tasks.spec import _fill
-
     words = label_words(task)
     if kind == "masked":
         text = render_template(task, example, _slot_token(tokenizer, kind))
@@ -141,8 +141,6 @@ class PromptStats:
 def label_targets(task, example: dict, source: str, labelled: bool = True) -> tuple[int, list[float]]:
     """(class index, soft target): the index for classification (-1 unlabelled or regression) and, for regression,
     [1 - t, t] with t = (y - lb) / (ub - lb)."""
-    from ..tasks import canonical_label, soft_target
-
     label, target = -1, [0.0] * len(task.labels)
     if not labelled:
         return label, target

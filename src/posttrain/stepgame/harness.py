@@ -1,4 +1,4 @@
-"""StepGame evaluation of language models: ``posttrain stepgame eval``.
+"""StepGame evaluation of language models (``posttrain stepgame eval``): data, prompts, scoring, summaries.
 
 StepGame (Shi, Zhang, Lipani, "StepGame: A New Benchmark for Robust Multi-Hop Spatial Reasoning in Texts",
 AAAI 2022) reports accuracy per number of hops k, on clean stories and on stories with distracting sentences.
@@ -12,7 +12,8 @@ This harness computes, for any model ``load_for_inference`` accepts, per file an
 All scoring goes through ``scoring.scorer`` (one context pass per story, logits only where needed). Prompts are
 zero- or few-shot (``--shots N``: examples drawn with ``--seed`` from training files, never from an evaluated
 file), chat-formatted when the model has a chat template (``--chat auto``). Outputs in ``--out``: results.json,
-results.md (the table, also printed), accuracy_vs_k.png and predictions.jsonl.
+results.md (the table, also printed), accuracy_vs_k.png and predictions.jsonl (``stepgame/report.py``); the command
+is ``cli/stepgame.py``.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ from collections import defaultdict
 from pathlib import Path
 
 from ..errors import ConfigError, DataError
-from ..io_utils import atomic_write_json, atomic_write_text
 from . import prompts
-from .formats import parse_k_range, read_examples
+from .formats import read_examples
+from ..data.chat import NAMED_TEMPLATES
+from ..data.chat import resolve_template
+from ..scoring.scorer import choose, greedy_generate, supports_prefix_cache
 
 MODES = ("mc", "gen")
 CHAT_MODES = ("auto", "on", "off")
@@ -105,8 +108,6 @@ def default_shot_files(data_dir=None) -> list[Path]:
 
 def resolve_chat(tokenizer, chat: str, template_name: str = "tokenizer"):
     """False (plain text), None (the tokenizer's template) or Jinja source, for ``--chat auto|on|off``."""
-    from ..data.chat import resolve_template
-
     if chat not in CHAT_MODES:
         raise ConfigError(f"--chat {chat!r}: expected one of {', '.join(CHAT_MODES)}")
     if chat == "off":
@@ -165,8 +166,6 @@ def answer_delimiter(tokenizer, template) -> str:
 def validate_settings(*, mode="mc", shots=0, limit=0, batch_size=8, max_new_tokens=24, chat="auto",
                       chat_template=None) -> None:
     """One-line ConfigErrors for bad settings, before any model is loaded."""
-    from ..data.chat import NAMED_TEMPLATES
-
     if mode not in MODES:
         raise ConfigError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
     if isinstance(chat, str) and chat not in CHAT_MODES:
@@ -198,8 +197,6 @@ def evaluate(model, tokenizer, files, *, mode: str = "mc", shots: int = 0, chat=
     ``files`` are paths, or what ``load_files`` returned (then ``limit``/``ks`` were applied already); ``pool`` is an
     already loaded few-shot pool (else it is read from ``shots_from``, default the clean training files).
     """
-    from ..scoring.scorer import choose, greedy_generate, supports_prefix_cache
-
     validate_settings(mode=mode, shots=shots, limit=limit, batch_size=batch_size, max_new_tokens=max_new_tokens,
                       chat=chat)
     if ks is not None and any(not 1 <= k <= 10 for k in ks):
@@ -294,81 +291,6 @@ def summarise(predictions: list[dict], mode: str) -> dict:
     return {"files": rows, "by_kind": dict(by_kind), "overall": overall}
 
 
-def markdown_table(results: dict) -> str:
-    """k down, one column per kind: accuracy (n[, unparseable])."""
-    by_kind, gen = results["by_kind"], results["settings"]["mode"] == "gen"
-    kinds = sorted(by_kind)
-    unparse: dict[tuple, int] = defaultdict(int)
-    for r in results["files"]:
-        unparse[(r["kind"], str(r["k"]))] += r.get("unparseable", 0)
-    keys = sorted({k for kind in kinds for k in by_kind[kind]}, key=lambda x: (not x.isdigit(), int(x) if
-                                                                                   x.isdigit() else 0, x))
-    head = "| k | " + " | ".join(f"{kind} acc (n{', unparseable' if gen else ''})" for kind in kinds) + " |"
-    lines = [head, "|---" * (len(kinds) + 1) + "|"]
-    for k in keys:
-        cells = []
-        for kind in kinds:
-            cell = by_kind[kind].get(k)
-            extra = f", {unparse[(kind, k)]}" if gen else ""
-            cells.append(f"{cell['accuracy']:.3f} ({cell['n']}{extra})" if cell else "—")
-        lines.append(f"| {k} | " + " | ".join(cells) + " |")
-    s = results["settings"]
-    overall = results["overall"]
-    tail = f", unparseable {overall['unparseable']}" if gen else ""
-    lines.append("")
-    lines.append(f"model {s['model'] or '?'}, mode {s['mode']}, {s['shots']}-shot, chat {'on' if s['chat'] else 'off'};"
-                 f" overall {overall['accuracy']:.3f} on {overall['n']}{tail}; chance 1/9 = {CHANCE:.3f}")
-    return "\n".join(lines) + "\n"
-
-
-def plot_accuracy(results: dict, out_png, title: str = "") -> Path:
-    """Accuracy vs k, one line per kind, with the 1/9 chance line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
-    for kind, cells in sorted(results["by_kind"].items()):
-        points = sorted((int(k), c["accuracy"]) for k, c in cells.items() if k.isdigit())
-        if points:
-            ax.plot(*zip(*points), "o-", label=kind, lw=1.5)
-    ax.axhline(CHANCE, color="grey", ls="--", lw=1, label="chance (1/9)")
-    s = results["settings"]
-    ax.set_xlabel("hops k")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1)
-    ax.set_xticks(range(1, 11))
-    per_point = sorted({c["n"] for cells in results["by_kind"].values() for c in cells.values()})
-    n_text = f"n={per_point[0]}" if len(per_point) == 1 else f"n={per_point[0]}-{per_point[-1]}"
-    ax.set_title(title or f"StepGame {s['mode']}, {s['shots']}-shot, chat {'on' if s['chat'] else 'off'}: "
-                 f"{s['model']} ({n_text} per point)", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(f".{out_png.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(out_png)
-    return out_png
-
-
-def write_outputs(results: dict, out_dir) -> dict[str, Path]:
-    """results.json (without predictions), predictions.jsonl, results.md and accuracy_vs_k.png."""
-    import json
-
-    out = Path(out_dir)
-    paths = {"json": out / "results.json", "predictions": out / "predictions.jsonl", "markdown": out / "results.md",
-             "png": out / "accuracy_vs_k.png"}
-    atomic_write_json(paths["json"], {k: v for k, v in results.items() if k != "predictions"})
-    atomic_write_text(paths["predictions"], "".join(json.dumps(p) + "\n" for p in results["predictions"]))
-    atomic_write_text(paths["markdown"], markdown_table(results))
-    plot_accuracy(results, paths["png"])
-    return paths
-
-
 def merge_lora(model):
     """A PEFT LoRA model (a LoRA run directory) with its adapter merged into the weights: the same function, one
     matmul per layer instead of three. Other models are returned unchanged."""
@@ -376,27 +298,3 @@ def merge_lora(model):
     if config is None or getattr(config, "is_prompt_learning", False) or not hasattr(model, "merge_and_unload"):
         return model
     return model.merge_and_unload().eval()
-
-
-def cmd_eval(args) -> int:
-    """``posttrain stepgame eval``: every argument and file is checked before the model loads."""
-    from ..generation import load_for_inference
-
-    validate_settings(mode=args.mode, shots=args.shots, limit=args.limit, batch_size=args.batch_size,
-                      max_new_tokens=args.max_new_tokens, chat=args.chat, chat_template=args.chat_template)
-    ks = parse_k_range(args.k) if args.k else None
-    files = args.files or default_files(args.data, ks or range(1, 11))
-    data = load_files(files, args.limit, ks)
-    shots_from = (args.shots_from or default_shot_files(args.data)) if args.shots else []
-    pool = load_shot_pool(shots_from, [p for p, _ in data]) if args.shots else None
-    model, tokenizer, template_name = load_for_inference(args.model, dtype=args.dtype)
-    model = merge_lora(model)
-    results = evaluate(model, tokenizer, data, mode=args.mode, shots=args.shots, chat=args.chat,
-                       template_name=args.chat_template or template_name, limit=args.limit, ks=ks, seed=args.seed,
-                       shots_from=shots_from, pool=pool, batch_size=args.batch_size,
-                       max_new_tokens=args.max_new_tokens, progress=not args.quiet, model_name=args.model)
-    paths = write_outputs(results, args.out)
-    print(markdown_table(results), end="")
-    print(f"{results['overall']['n']} examples in {results['seconds']:.1f} s; wrote {paths['json']}, "
-          f"{paths['markdown'].name}, {paths['png'].name}, {paths['predictions'].name}")
-    return 0

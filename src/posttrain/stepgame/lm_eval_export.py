@@ -27,7 +27,6 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..io_utils import atomic_write_text
 from . import prompts
-from .formats import parse_k_range
 from .harness import kind_of, load_files, load_shot_pool
 
 TEMPLATE_NAME = "_stepgame_template_yaml"
@@ -110,19 +109,3 @@ def export_lm_eval(out_dir, files, *, limit: int = 0, ks=None, shots_from=(), fe
                                   for m in ("acc", "acc_norm")],
         "metadata": {"version": 1.0}}))
     return {"dir": str(out), "tasks": tasks, "n": sizes, "fewshot_pool": str(pool_file) if pool_file else None}
-
-
-def cmd_export(args) -> int:
-    """``posttrain stepgame export-lm-eval``."""
-    from .harness import default_files, default_shot_files
-
-    ks = parse_k_range(args.k) if args.k else None
-    files = args.files or default_files(args.data, ks or range(1, 11))
-    shots_from = args.shots_from if args.shots_from is not None else default_shot_files(args.data)
-    info = export_lm_eval(args.out, files, limit=args.limit, ks=ks, shots_from=shots_from,
-                          fewshot_pool=args.fewshot_pool, seed=args.seed)
-    total = sum(info["n"].values())
-    print(f"wrote {len(info['tasks'])} tasks ({total} examples) under {info['dir']}; few-shot pool: "
-          f"{info['fewshot_pool'] or 'none'}")
-    print(f"run: lm_eval --model hf --model_args pretrained=MODEL_DIR --tasks stepgame --include_path {info['dir']}")
-    return 0

@@ -22,7 +22,6 @@ from pathlib import Path
 from ..errors import ConfigError, DataError
 from ..io_utils import atomic_write_text
 from . import prompts
-from .formats import parse_k_range
 from .harness import default_data_dir, load_files
 
 
@@ -54,16 +53,3 @@ def export_sft(out, files, *, limit: int = 0, ks=None, shuffle_seed: int = 0) ->
     return {"out": str(out), "n": len(rows), "per_k": dict(sorted(Counter(r["k_hop"] for r in rows).items(),
                                                                   key=lambda kv: (kv[0] is None, kv[0] or 0))),
             "labels": dict(sorted(Counter(r["completion"] for r in rows).items()))}
-
-
-def cmd_export_sft(args) -> int:
-    """``posttrain stepgame export-sft``."""
-
-    ks = parse_k_range(args.k) if args.k else None
-    files = args.files or default_train_files(args.data, ks or range(1, 6))
-    info = export_sft(args.out, files, limit=args.limit, ks=ks,
-                      shuffle_seed=args.shuffle_seed)
-    per_k = ", ".join(f"k={k}: {n}" for k, n in info["per_k"].items())
-    print(f"wrote {info['n']} prompt/completion rows to {info['out']} ({per_k})")
-    print(f"train: posttrain train RECIPE.yaml data.train_file={info['out']}  (e.g. configs/stepgame/lora.yaml)")
-    return 0

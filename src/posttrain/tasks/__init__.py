@@ -8,10 +8,8 @@ The 16 LM-BFF tasks of PCP (Gao et al., ACL 2021; Shi & Lipani, NeurIPS 2023) an
 from .readers import (
     ENV_VAR, default_data_root, find_file, read_kshot, read_pool, read_split, read_superglue,
 )
-from .spec import (
-    DataSpec, Regression, Task, canonical_label, label_word, label_words, render_template, render_text_to_text,
-    soft_target, task_from_dict,
-)
+from .render import label_word, label_words, render_template, render_text_to_text, soft_target
+from .spec import DataSpec, Regression, Task, canonical_label, task_from_dict
 from .user import builtin_tasks, get_task, load_task_file, normalize_name, task_names
 
 __all__ = [
