@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from posttrain.cli import main as posttrain  # noqa: E402
-from posttrain.pipelines.grid import mean_std  # noqa: E402
+from posttrain.pipelines.grid_report import mean_std  # noqa: E402
 from posttrain.tasks import get_task  # noqa: E402
 
 RECIPES = {

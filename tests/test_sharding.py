@@ -10,7 +10,7 @@ import textwrap
 import pytest
 import torch
 
-from posttrain.evaluation import sharding
+from posttrain.scoring import sharding
 
 SCRIPT = textwrap.dedent('''
     import json, sys

@@ -10,6 +10,7 @@ from transformers import TrainerCallback
 
 from .plots import plot_loss_curves, read_metrics
 from .io_utils import append_jsonl, atomic_write_json, atomic_write_text
+from .errors import TrainingError
 
 _KEYS_DROPPED = {"total_flos"}
 
@@ -139,8 +140,6 @@ class NonFiniteGuardCallback(TrainerCallback):
         self.last_good_step = state.global_step
 
     def _stop(self, args, state, what: str) -> None:
-        from .errors import TrainingError
-
         step = state.global_step
         if step - self.last_good_step > 1:
             where = f"steps {self.last_good_step + 1}-{step}"

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from .errors import ConfigError
+from .errors import TrainingError
 
 PRESET_DIR = Path(__file__).parent / "accelerate_configs"
 STAGING_PREFIX = ".tmp-"  # a directory being written; never a checkpoint (see engine.last_checkpoint)
@@ -127,8 +128,6 @@ def check_world_size(args) -> None:
 def check_engine(trainer) -> None:
     """An FSDP / DeepSpeed launch that the Trainer did not honour fails instead of silently running plain DDP
     (accelerate sets FSDP and DeepSpeed up only for GPU-type devices; on CPU processes it falls back to DDP)."""
-    from .errors import TrainingError
-
     for env, enabled, name in (("ACCELERATE_USE_FSDP", trainer.is_fsdp_enabled, "FSDP"),
                                ("ACCELERATE_USE_DEEPSPEED", trainer.is_deepspeed_enabled, "DeepSpeed")):
         if os.environ.get(env, "false").lower() == "true" and not enabled:

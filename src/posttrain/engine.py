@@ -41,6 +41,8 @@ from .registry import method_named
 from .run_data import prepare_data, read_rows
 from .run_meta import run_metadata
 from .training_args import mixed_precision_arguments, training_arguments
+from .losses import target_positions
+from .tasks import get_task
 
 
 class PosttrainTrainer(AtomicCheckpoints, Trainer):
@@ -172,8 +174,6 @@ def per_example_nll(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     Rows are examples, except in a packed batch (``position_ids`` restarting at 0, no attention mask), whose
     examples are found from the restarts. Per-example values let a multi-process evaluation drop the padding duplicates exactly.
     """
-    from .losses import target_positions
-
     nll = token_nll(model, batch)[0].double()
     keep = target_positions(batch["loss_weights"])
     rows = keep.shape[0]
@@ -200,8 +200,6 @@ def objective_model_config(cfg: RunConfig) -> tuple:
     """(ModelConfig, num_labels) to load: an objective may ask for another head (the CLS baseline's classifier)."""
     if not (cfg.task.name and cfg.task.objective in OBJECTIVES):
         return cfg.model, None
-    from .tasks import get_task
-
     wanted = OBJECTIVES[cfg.task.objective].model_overrides(cfg, get_task(cfg.task.name))
     num_labels = wanted.pop("num_labels", None)
     return dataclasses.replace(cfg.model, **wanted), num_labels

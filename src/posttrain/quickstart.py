@@ -13,6 +13,9 @@ import time
 from pathlib import Path
 
 from .config import load_config
+from .engine import train
+from .generation import generate
+from .models import load_model_and_tokenizer
 
 
 def bundled_data() -> Path:
@@ -46,10 +49,6 @@ def quickstart_configs(out_dir: str, steps: int, data_file: str | None, model: s
 
 def run_quickstart(out_dir: str = "runs/quickstart", steps: int = 20, data_file: str | None = None,
                    model: str = "default", extra: list[str] | None = None, prompt: str = QUICKSTART_PROMPT) -> dict:
-    from .engine import train
-    from .generation import generate
-    from .models import load_model_and_tokenizer
-
     configs = quickstart_configs(out_dir, steps, data_file, model, extra or [])
     results = {}
     start = time.time()

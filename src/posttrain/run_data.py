@@ -18,6 +18,10 @@ from .data.sft import build_sft_dataset
 from .errors import ConfigError
 from .methods.objectives import OBJECTIVES
 from .methods.objectives import prepare as prepare_objective
+from .data.classification import build_classification_dataset
+from .methods.rank_classification import build_task_scorer
+from .tasks import get_task
+from .tasks import read_split
 
 OUTPUT_ONLY = LossConfig(mode="output_only")
 
@@ -58,8 +62,6 @@ def split_examples(cfg: RunConfig) -> tuple[list[dict], list[dict]]:
 
 
 def task_split(cfg: RunConfig, task, which: str, limit: int | None = None) -> list[dict]:
-    from .tasks import read_split
-
     source, split = getattr(cfg.task, which).split(":")
     rows = read_split(task, source, split, root=cfg.task.data_root, seed=cfg.task.seed)
     if limit:  # a seeded subset, so that a limited eval set is not biased towards the file's first rows
@@ -77,8 +79,6 @@ def read_rows(cfg: RunConfig) -> dict[str, list[dict]]:
     if not cfg.task.name:
         train, evals = split_examples(cfg)
         return {"train": train, "eval": evals}
-    from .tasks import get_task
-
     task, t = get_task(cfg.task.name), cfg.task
     limits = {"train": None, "eval": t.max_eval_examples, "test": t.max_test_examples}
     return {which: task_split(cfg, task, which, limit) for which, limit in limits.items() if getattr(t, which)}
@@ -86,10 +86,6 @@ def read_rows(cfg: RunConfig) -> dict[str, list[dict]]:
 
 def prepare_task_data(cfg: RunConfig, tokenizer, rows: dict[str, list[dict]]) -> PreparedData:
     """A declared classification task: label-word loss for training, rank-classification metrics for eval/test."""
-    from .data.classification import build_classification_dataset
-    from .methods.rank_classification import build_task_scorer
-    from .tasks import get_task
-
     task = get_task(cfg.task.name)
     t, d = cfg.task, cfg.data
     train_rows = rows["train"][: d.max_train_examples or None]

@@ -17,14 +17,13 @@ from .data.instruction_loss import describe as describe_loss
 from .methods.objectives import describe as describe_objective
 from .registry import method_named
 from .run_data import PreparedData
+from .models import describe_model
 
 
 def run_metadata(cfg: RunConfig, model, data: PreparedData) -> dict:
     import datasets
     import peft
     import transformers
-
-    from .models import describe_model
 
     return {
         "posttrain": __version__,

@@ -6,12 +6,13 @@ import argparse
 from pathlib import Path
 
 from ..errors import PosttrainError
-from ..pipelines.grid import load_grid, run_grid
-from ..pipelines.grid_report import cell_state, markdown, stale_keys, write_report
 
 
 
 def _cmd_grid(args) -> int:
+    from ..pipelines.grid import load_grid, run_grid
+    from ..pipelines.grid_report import cell_state, markdown, stale_keys, write_report
+
     grid, cells = load_grid(args.config, args.overrides, check_data=not (args.dry_run or args.only_report))
     if args.dry_run:
         for c in cells:

@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError, DataError
+from ..tasks import canonical_label
+from ..tasks import label_words, render_template, render_text_to_text
 
 HEAD_TOKENS = 32  # tokens kept from the start of an over-long context
 SLOT = "\u2063MASK\u2063"  # an invisible sentinel no real text contains, split on after rendering
@@ -29,8 +31,6 @@ SLOT = "\u2063MASK\u2063"  # an invisible sentinel no real text contains, split 
 
 def context_and_words(task, example: dict, form: str) -> tuple[str, list[str]]:
     """(context text, label words in label order) for one example in the given form."""
-    from ..tasks import label_words, render_template, render_text_to_text
-
     if task.is_regression:
         raise ConfigError(f"task.name: {task.name} is a regression task; classification training covers "
                           "classification tasks only")
@@ -87,8 +87,6 @@ def build_classification_dataset(tokenizer, task, examples: list[dict], form: st
                                  label_tokens: str, source: str):
     """Rows with input_ids / labels / loss_weights (weight 1 on the gold word's scored tokens) + stats."""
     import datasets
-
-    from ..tasks import canonical_label
 
     stats = ClassificationStats()
     rows = []

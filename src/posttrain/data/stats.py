@@ -15,6 +15,7 @@ means are also given in tokens (message contents tokenised without special token
 from __future__ import annotations
 
 from pathlib import Path
+from .instruction import load_examples
 
 
 def _words(text: str) -> int:
@@ -71,6 +72,4 @@ def stats_table(rows: dict[str, dict]) -> str:
 
 
 def file_stats(paths: list[str], fmt: str = "auto", tokenizer=None) -> dict[str, dict]:
-    from .instruction import load_examples
-
     return {Path(p).stem: dataset_stats(load_examples(p, fmt), tokenizer) for p in paths}

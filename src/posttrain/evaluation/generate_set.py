@@ -35,6 +35,9 @@ from typing import Callable
 from ..errors import ConfigError, DataError
 from ..io_utils import append_jsonl, atomic_write_text
 from .alpaca_format import read_model_outputs, write_model_outputs, write_summary
+from ..data.instruction import detect_and_normalise, read_rows_with_locations
+from ..generation import generate_batch, render_prompts
+from ..tasks.readers import default_data_root
 
 DEFAULT_PROMPT_SET = Path("alpaca_eval") / "alpaca_eval_text_davinci_003.json"
 # Settings that change what the model writes: a sidecar made with other values cannot be resumed.
@@ -45,8 +48,6 @@ _DATA_KEYS = ("input", "messages", "conversations", "prompt", "completion", "tex
 
 
 def default_prompt_set() -> Path:
-    from ..tasks.readers import default_data_root
-
     return default_data_root() / DEFAULT_PROMPT_SET
 
 
@@ -90,8 +91,6 @@ def load_instruction_rows(path: str | Path) -> list[dict]:
 
     ``prompt`` is the conversation before the last assistant turn and ``reference`` that turn's text (the
     training target that ``bleu-train`` compares with; ``where`` locates the row, ``file:line`` or ``file: row N``)."""
-    from ..data.instruction import detect_and_normalise, read_rows_with_locations
-
     path = Path(path)
     raw, where = read_rows_with_locations(path)
     examples = detect_and_normalise(raw, path, "auto", where)  # = load_examples(path, "auto"), with locations
@@ -223,8 +222,6 @@ def generate_set(model, tokenizer, rows: list[dict], out: str | Path, *, model_s
     ``on_batch(indices)`` runs after each batch is saved to the sidecar (tests use it to simulate a kill)."""
     import torch
     from tqdm.auto import tqdm
-
-    from ..generation import generate_batch, render_prompts
 
     if batch_size < 1 or max_new_tokens < 1:
         raise ConfigError(f"--batch-size and --max-new-tokens must be at least 1, got {batch_size} and "

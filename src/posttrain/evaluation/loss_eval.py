@@ -20,6 +20,11 @@ import torch
 
 from ..errors import ConfigError
 from ..run_data import OUTPUT_ONLY
+from ..data.chat import resolve_template
+from ..data.instruction import load_examples
+from ..data.sft import SFTCollator, build_sft_dataset
+from ..engine import per_example_nll
+from ..generation import load_for_inference
 
 
 @torch.no_grad()
@@ -27,9 +32,6 @@ def output_loss(model, tokenizer, examples: list[dict], template, *, max_length:
                 source: str = "", progress: bool = True) -> dict:
     """Output-token NLL of ``examples`` under ``model``: token_mean, example_mean, examples, tokens."""
     from tqdm.auto import tqdm
-
-    from ..data.sft import SFTCollator, build_sft_dataset
-    from ..engine import per_example_nll
 
     dataset, stats = build_sft_dataset(tokenizer, examples, template, OUTPUT_ONLY, max_length, source=source)
     collate = SFTCollator(tokenizer.pad_token_id)
@@ -57,10 +59,6 @@ def loss_eval(model_spec: str, files: dict[str, str], *, limit: int | None = Non
               batch_size: int = 4, chat_template: str | None = None, data_format: str = "auto",
               progress: bool = True) -> dict:
     """``{name: output_loss(...)}`` for each named data file (e.g. train, test), plus ``gap = test - train``."""
-    from ..data.chat import resolve_template
-    from ..data.instruction import load_examples
-    from ..generation import load_for_inference
-
     if not files:
         raise ConfigError("loss-eval: give at least one of --train FILE / --test FILE")
     loaded = {}

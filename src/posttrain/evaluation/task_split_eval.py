@@ -26,6 +26,12 @@ from ..errors import ConfigError, ModelLoadError
 from ..io_utils import atomic_write_json, atomic_write_text
 from ..methods.objectives import label_predictions
 from ..scoring.metrics import task_metrics
+from ..engine import objective_model_config
+from ..generation import load_run
+from ..models import load_model_and_tokenizer
+from ..run_data import prepare_data
+from ..run_data import task_split
+from ..tasks import get_task
 
 SPLITS = ("test", "eval")
 
@@ -50,10 +56,6 @@ def task_config(spec: str, overrides: list[str], split: str = "test"):
 
 def load_task_model(spec: str, cfg):
     """(model, tokenizer, what): a run's final weights, or the recipe's base model (untrained)."""
-    from ..engine import objective_model_config
-    from ..generation import load_run
-    from ..models import load_model_and_tokenizer
-
     model_cfg, num_labels = objective_model_config(cfg)  # e.g. the CLS baseline's classification head
     # loaded as for training (right padding, as the run's own evaluation); the scorers switch to eval mode
     if Path(spec).is_dir():
@@ -65,17 +67,12 @@ def load_task_model(spec: str, cfg):
 
 def scored_examples(cfg, split: str) -> list[dict]:
     """The examples of ``split`` that the run scores (its seeded subset when the config limits the split)."""
-    from ..run_data import task_split
-    from ..tasks import get_task
-
     limit = cfg.task.max_test_examples if split == "test" else cfg.task.max_eval_examples
     return task_split(cfg, get_task(cfg.task.name), split, limit)
 
 
 def split_scorer(cfg, tokenizer, model, split: str, examples: list[dict]):
     """The run's scorer of ``split`` (``test`` or ``eval``) over ``examples``; no other split is read."""
-    from ..run_data import prepare_data
-
     other = "eval" if split == "test" else "test"
     cfg = dataclasses.replace(cfg, task=dataclasses.replace(cfg.task, **{other: None}))
     # prepare_data also builds a training set, which must not be empty: one scored row stands in (nothing trains,
@@ -105,8 +102,6 @@ def evaluate_split(cfg, model, tokenizer, split: str = "test", progress: bool | 
 
 
 def run(args) -> int:
-    from ..tasks import get_task
-
     cfg = task_config(args.spec, args.overrides, args.split)
     name = get_task(cfg.task.name).name  # an unknown task fails here, before the model loads
     examples = scored_examples(cfg, args.split)  # a bad data file fails here too

@@ -24,6 +24,11 @@ import torch
 from ..scoring.metrics import task_metrics
 from ..models.families import model_kind
 from . import dart_lite, prompt_ft
+from ..errors import DataError
+from ..scoring.scorer import _progress
+from ..scoring.sharding import my_batches, sum_over_processes
+from ..tasks import canonical_label
+from ..tasks import get_task
 
 
 @dataclass
@@ -49,9 +54,6 @@ class LabelScorer:
     @torch.no_grad()
     def scores_and_losses(self, model, progress: bool | str = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(N, C) log-probabilities of the labels (rows sum to 1 after exp), and the (N,) losses with ``loss_of``."""
-        from ..scoring.scorer import _progress
-        from ..scoring.sharding import my_batches, sum_over_processes
-
         device = next(model.parameters()).device
         order = sorted(range(len(self.rows)), key=lambda i: -len(self.rows[i]["input_ids"]))
         chunks = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
@@ -103,8 +105,6 @@ def label_predictions(task, logp: torch.Tensor) -> list:
 
 
 def _gold(task, rows_source: list[dict]) -> list:
-    from ..tasks import canonical_label
-
     if task.is_regression:
         return [float(ex["label"]) for ex in rows_source]
     return [canonical_label(ex["label"]) for ex in rows_source]
@@ -130,8 +130,6 @@ def _verbalizer_encode(tokenizer, task, examples, cfg, kind, source, labelled=Tr
 
 def _classifier_encode(tokenizer, task, examples, cfg, kind, source, labelled=True):
     """Plain input (text_a, or the text_a/text_b pair as the tokenizer joins it), no template."""
-    from ..errors import DataError
-
     rows, stats = [], prompt_ft.PromptStats()
     for ex in examples:
         enc = tokenizer(ex["text_a"], ex.get("text_b") or None, truncation=True, max_length=cfg.data.max_length)
@@ -166,8 +164,6 @@ def model_kind_of(model) -> str:
 
 def task_for(cfg, tokenizer, model):
     """The declared task, or its soft (DART-lite) variant, whose new tokens are added to tokenizer and model."""
-    from ..tasks import get_task
-
     task = get_task(cfg.task.name)
     return dart_lite.make_soft(task, tokenizer, model) if cfg.task.prompt_style == "soft" else task
 

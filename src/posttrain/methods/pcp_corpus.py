@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..io_utils import atomic_write_text
+from ..tasks import label_word, render_template
 
 LAYOUTS = ("hard", "soft")
 _BREAKS = re.compile(r"[ \t]*[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]+[ \t]*")
@@ -49,8 +50,6 @@ def tapt_line(task, example: dict) -> str:
 
 def pcp_line(task, example: dict, label, layout: str = "hard") -> str:
     """PCP: ``example`` rendered with the task's template and the word of ``label`` (its pseudo-label) in the slot."""
-    from ..tasks import label_word, render_template
-
     if task.is_regression:
         raise ConfigError(f"task '{task.name}': the PCP corpus needs class labels; regression tasks are not supported")
     word = label_word(task, label)

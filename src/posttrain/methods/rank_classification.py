@@ -16,6 +16,8 @@ from ..data.classification import context_and_words, encode_choices
 from ..scoring.metrics import task_metrics
 from ..scoring.scorer import _pad, _progress, choose, selected_logits
 from ..scoring.sharding import my_batches, sum_over_processes
+from ..tasks import canonical_label
+from .objectives import label_predictions
 
 
 @dataclass
@@ -32,8 +34,6 @@ class TaskScorer:
         return len(self.contexts)
 
     def predict(self, model, progress: bool | str = False) -> list[str]:
-        from .objectives import label_predictions  # the argmax label, as every task scorer predicts
-
         return label_predictions(self.task, self.label_scores(model, progress))
 
     def label_scores(self, model, progress: bool | str = False) -> torch.Tensor:
@@ -82,8 +82,6 @@ class TaskScorer:
 
 def build_task_scorer(tokenizer, task, examples: list[dict], *, form: str, max_length: int, label_tokens: str,
                       batch_size: int = 8) -> TaskScorer:
-    from ..tasks import canonical_label
-
     contexts, choices, gold, truncated = [], [], [], 0
     for example in examples:
         context, words = context_and_words(task, example, form)

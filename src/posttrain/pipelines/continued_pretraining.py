@@ -44,6 +44,15 @@ from ..checkpointing import AtomicCheckpoints, save_final_model
 from ..checkpointing import step_of as _step_of
 from ..config import help_field as _f
 from ..errors import ConfigError, DataError
+from ..config import ModelConfig, write_config
+from ..config import RunConfig, TrainConfig
+from ..distributed import remove_staging
+from ..engine import last_checkpoint
+from ..io_utils import atomic_write_json
+from ..models import describe_model, load_model_and_tokenizer
+from ..models import resolve_head
+from ..training_args import mixed_precision_arguments
+from ..training_args import training_arguments as engine_arguments
 
 
 
@@ -226,8 +235,6 @@ class _CorpusMetrics(MetricsCallback):
 
 
 def resolve_objective(cfg: ContinuedPretrainingConfig, model) -> str:
-    from ..models import resolve_head
-
     head = resolve_head(cfg.head, model.config)
     if head not in ("masked_lm", "causal_lm"):
         raise ConfigError(f"cpt.head: continued pre-training needs a masked or causal LM, {type(model).__name__} "
@@ -242,9 +249,6 @@ def resolve_objective(cfg: ContinuedPretrainingConfig, model) -> str:
 def training_arguments(cfg: ContinuedPretrainingConfig, resuming: bool = False):
     """The engine's TrainingArguments (same glue as every run), plus best-checkpoint selection by held-out loss.
     The starting model's loss (``eval_on_start``, measured once, not again on resume) does not compete for best."""
-    from ..config import RunConfig, TrainConfig
-    from ..training_args import training_arguments as engine_arguments
-
     train = TrainConfig(
         output_dir=cfg.output_dir, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
         adam_beta1=cfg.adam_beta1, adam_beta2=cfg.adam_beta2, adam_epsilon=cfg.adam_epsilon,
@@ -270,13 +274,6 @@ def continued_pretraining(cfg: ContinuedPretrainingConfig, *, resume: bool | Non
     ``True`` requires one; ``False`` refuses a directory that already holds checkpoints.
     """
     from transformers import set_seed
-
-    from ..config import ModelConfig, write_config
-    from ..distributed import remove_staging
-    from ..engine import last_checkpoint
-    from ..training_args import mixed_precision_arguments
-    from ..io_utils import atomic_write_json
-    from ..models import describe_model, load_model_and_tokenizer
 
     if not cfg.train_file or not cfg.eval_file:
         raise ConfigError("cpt.train_file and cpt.eval_file: both are required (the best checkpoint is chosen by "
@@ -344,9 +341,3 @@ def continued_pretraining(cfg: ContinuedPretrainingConfig, *, resume: bool | Non
     final["run_dir"] = str(run_dir)
     final["trainer"] = trainer
     return final
-
-
-    try:
-        return int(Path(checkpoint).name.rsplit("-", 1)[-1])
-    except ValueError:
-        return None

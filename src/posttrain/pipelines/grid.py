@@ -32,6 +32,11 @@ from ..config import did_you_mean, read_yaml_file
 from ..errors import ConfigError, PosttrainError
 from ..io_utils import atomic_write_json
 from .grid_report import _axes_tag, _fmt, cell_state, dev_value, select, write_report
+from ..config import all_keys, load_config
+from ..config import build_dataclass
+from ..engine import last_checkpoint
+from ..tasks import find_file
+from ..tasks import get_task
 
 LM_BFF_SEEDS = [13, 21, 42, 87, 100]
 
@@ -109,8 +114,6 @@ def _check_axes(axes, where: str, keys: list[str]) -> dict:
 
 
 def _check_data(cfg, task, where: str, seen: set) -> None:
-    from ..tasks import find_file
-
     for value in (cfg.task.train, cfg.task.eval, cfg.task.test):
         key = (task.name, value, cfg.task.seed, cfg.task.data_root)
         if value and key not in seen:
@@ -127,8 +130,6 @@ def _check_data(cfg, task, where: str, seen: set) -> None:
 
 def read_grid(path: str | Path, extra_overrides: list[str] | None = None) -> GridConfig:
     """The grid YAML as a GridConfig, with one-line errors for unknown keys, wrong types and empty lists."""
-    from ..config import build_dataclass
-
     path = Path(path)
     raw = read_yaml_file(path, "grid")
     if not isinstance(raw, dict):
@@ -154,9 +155,6 @@ def load_grid(path: str | Path, extra_overrides: list[str] | None = None,
               check_data: bool = True) -> tuple[GridConfig, list[Cell]]:
     """Read and validate a grid YAML; returns it with every cell's resolved RunConfig (no training). With
     check_data, every cell's train/dev/test file must exist (so a grid does not fail cell by cell)."""
-    from ..config import all_keys, load_config
-    from ..tasks import get_task
-
     grid = read_grid(path, extra_overrides)
     where, base, keys = str(path), Path(path).resolve().parent, all_keys()
     for key in grid.seed_keys:
@@ -236,8 +234,6 @@ def _prune(cells: list[Cell], states: dict, chosen: list[dict], keep: str) -> No
 
 def run_cell(cell: Cell, train_fn: Callable) -> dict:
     """Train one cell, resuming from its last checkpoint if it has one; returns its final metrics."""
-    from ..engine import last_checkpoint
-
     resume = last_checkpoint(cell.run_dir) is not None
     if not resume:  # a killed run without a usable checkpoint starts over
         shutil.rmtree(cell.run_dir / "checkpoints", ignore_errors=True)

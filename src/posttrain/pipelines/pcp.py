@@ -32,6 +32,19 @@ import torch
 from ..errors import ConfigError
 from ..io_utils import atomic_write_json, atomic_write_text, iter_json_lines
 from .pcp_config import PCPConfig, load_cpt_config, load_pipeline_config, recipe_config  # noqa: F401 (re-exported)
+from ..config import ModelConfig
+from ..config import load_config
+from ..config import to_dict
+from ..config import write_config
+from ..engine import last_checkpoint, train
+from ..generation import load_for_inference
+from ..methods.objectives import OBJECTIVES, unlabelled_scorer
+from ..methods.pcp_corpus import pcp_line, tapt_line, write_corpus
+from ..methods.rank_classification import build_task_scorer
+from ..tasks import get_task
+from ..tasks import label_words
+from ..tasks import read_split
+from .continued_pretraining import continued_pretraining
 
 STAGES = {1: "teacher", 2: "pseudo_labels", 3: "corpus", 4: "cpt", 5: "final"}
 DIRS = {n: f"stage{n}_{name}" for n, name in STAGES.items()}
@@ -47,17 +60,10 @@ def teacher_label_probs(run_dir, task, rows: list[dict], *, batch_size: int = 32
                         progress: bool | str = "pseudo-labelling") -> torch.Tensor:
     """(N, C) p_teacher(y | x) for ``rows``: softmax over the teacher run's label-word scores (rank classification
     with the run's own form, max length and label-token setting; ``TaskScorer.label_scores``)."""
-    from ..config import load_config
-    from ..methods.rank_classification import build_task_scorer
-    from ..generation import load_for_inference
-    from ..tasks import get_task
-
     run_cfg = load_config(Path(run_dir) / "config.yaml")
     if run_cfg.task.name and get_task(run_cfg.task.name).name != task.name:
         raise ConfigError(f"{run_dir}: the teacher was trained on {run_cfg.task.name}, not {task.name}")
     model, tokenizer, _ = load_for_inference(str(run_dir))
-    from ..methods.objectives import OBJECTIVES, unlabelled_scorer
-
     if run_cfg.task.objective in OBJECTIVES:  # prompt-based FT (verbalizer) or CLS teachers: their own scores
         scorer = unlabelled_scorer(run_cfg, tokenizer, model, task, rows, batch_size=batch_size)
         return torch.softmax(scorer.label_scores(model, progress=progress).float(), dim=-1)
@@ -67,8 +73,6 @@ def teacher_label_probs(run_dir, task, rows: list[dict], *, batch_size: int = 32
 
 
 def prediction_records(task, rows: list[dict], probs: torch.Tensor) -> list[dict]:
-    from ..tasks import label_words
-
     words = label_words(task)
     out = []
     for row, p in zip(rows, probs):
@@ -93,8 +97,6 @@ def pseudo_label_summary(task, records: list[dict]) -> dict:
 
 def pool_rows(cfg: PCPConfig, task, split: str) -> list[dict]:
     """The pool split, or a seeded subset of it (the same for PCP and TAPT, kept in file order)."""
-    from ..tasks import read_split
-
     rows = read_split(task, "pool", split, root=cfg.data_root)
     cap = cfg.max_pool_train if split == "train" else cfg.max_pool_dev
     if cap and cap < len(rows):
@@ -121,8 +123,6 @@ def _final_recipe(cfg: PCPConfig, out: Path):
 
 def _settings(cfg: PCPConfig, n: int, out: Path) -> dict:
     """What a stage's outputs depend on (besides earlier stages' files); compared with its marker."""
-    from ..config import to_dict
-
     if n == 1 and cfg.teacher_run:
         return {"teacher_run": str(Path(cfg.teacher_run).resolve()), "config": to_dict(_checked_teacher_run(cfg))}
     if n == 1:
@@ -141,8 +141,6 @@ def _settings(cfg: PCPConfig, n: int, out: Path) -> dict:
 
 
 def _cpt_config(cfg: PCPConfig, out: Path):
-    from ..config import ModelConfig
-
     corpus = out / DIRS[3]
     cpt = dataclasses.replace(cfg.cpt, train_file=str(corpus / "train.txt"), eval_file=str(corpus / "dev.txt"),
                               output_dir=str(out / DIRS[4]))
@@ -161,9 +159,6 @@ def teacher_dir(cfg: PCPConfig, out: Path) -> Path:
 
 def _checked_teacher_run(cfg: PCPConfig):
     """The RunConfig of ``teacher_run``, after checking it is finished and was trained on this task and seed."""
-    from ..config import load_config
-    from ..tasks import get_task
-
     run_dir = Path(cfg.teacher_run)
     for need in ("config.yaml", "final_metrics.json", "final"):
         if not (run_dir / need).exists():
@@ -191,8 +186,6 @@ def _trained_teacher(cfg: PCPConfig) -> dict:
 
 
 def stage_teacher(cfg: PCPConfig, out: Path) -> dict:
-    from ..engine import last_checkpoint, train
-
     if cfg.teacher_run:
         return _trained_teacher(cfg)
     run_dir = out / DIRS[1]
@@ -202,8 +195,6 @@ def stage_teacher(cfg: PCPConfig, out: Path) -> dict:
 
 
 def stage_pseudo_labels(cfg: PCPConfig, out: Path) -> dict:
-    from ..tasks import get_task
-
     task = get_task(cfg.task)
     rows = {split: pool_rows(cfg, task, split) for split in ("train", "dev")}
     probs = teacher_label_probs(teacher_dir(cfg, out), task, rows["train"] + rows["dev"],
@@ -223,9 +214,6 @@ def stage_pseudo_labels(cfg: PCPConfig, out: Path) -> dict:
 
 
 def stage_corpus(cfg: PCPConfig, out: Path) -> dict:
-    from ..methods.pcp_corpus import pcp_line, tapt_line, write_corpus
-    from ..tasks import get_task
-
     task = get_task(cfg.task)
     folder = out / DIRS[3]
     meta = {"layout": "raw" if cfg.method == "tapt" else cfg.corpus, "task": task.name}
@@ -241,8 +229,6 @@ def stage_corpus(cfg: PCPConfig, out: Path) -> dict:
 
 
 def stage_cpt(cfg: PCPConfig, out: Path) -> dict:
-    from .continued_pretraining import continued_pretraining
-
     cpt, model_cfg = _cpt_config(cfg, out)
     final = continued_pretraining(cpt, model_config=model_cfg)
     return {"run_dir": cpt.output_dir, "model": str(Path(cpt.output_dir) / "best"),
@@ -251,8 +237,6 @@ def stage_cpt(cfg: PCPConfig, out: Path) -> dict:
 
 
 def stage_final(cfg: PCPConfig, out: Path) -> dict:
-    from ..engine import last_checkpoint, train
-
     run_cfg = _final_recipe(cfg, out)
     run_dir = out / DIRS[5]
     final = train(run_cfg, resume=last_checkpoint(run_dir) is not None)
@@ -317,8 +301,6 @@ def parse_stages(text: str | None, method: str) -> list[int]:
 def run_pipeline(cfg: PCPConfig, *, stages: list[int] | None = None, force: int | None = None,
                  log=print) -> dict:
     """Run the selected stages of ``cfg.method`` in order, skipping those whose marker says they are done."""
-    from ..config import write_config
-
     out = Path(cfg.output_dir)
     valid = METHOD_STAGES[cfg.method]
     stages = sorted(stages or valid)

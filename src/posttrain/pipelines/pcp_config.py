@@ -15,6 +15,7 @@ from ..config import help_field as _f
 from ..config import read_yaml_file, set_dotted
 from ..errors import ConfigError
 from .continued_pretraining import ContinuedPretrainingConfig
+from ..config import load_config
 
 
 @dataclass
@@ -93,8 +94,6 @@ def load_cpt_config(path, overrides: list[str] | None = None) -> ContinuedPretra
 
 def recipe_config(recipe: str, user: list[str], forced: list[str], where: str):
     """A stage's RunConfig: the recipe, then the user's overrides, then the pipeline's (which win)."""
-    from ..config import load_config
-
     try:
         return load_config(recipe, [*user, *forced])
     except ConfigError as err:

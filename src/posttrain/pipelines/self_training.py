@@ -20,6 +20,13 @@ from ..config import read_yaml_file, set_dotted
 from ..engine import PosttrainTrainer
 from ..errors import ConfigError
 from ..methods.self_training import SelfTrainingConfig, UnlabelledStream, unlabelled_loss
+from .. import engine
+from ..config import load_config
+from ..methods.objectives import OBJECTIVES
+from ..methods.objectives import model_kind_of
+from ..plots import read_metrics
+from ..tasks import canonical_label, read_split
+from ..tasks import get_task
 
 RUN_SECTIONS = ("model", "data", "loss", "adapter", "task", "train")  # key=value overrides that go to the recipe
 
@@ -60,10 +67,6 @@ def load_self_training_config(path, overrides: list[str] | None = None) -> SelfT
 
 def run_config(st: SelfTrainingConfig):
     """The classifier's RunConfig: the recipe, its overrides, then ``output_dir``; checked for self-training."""
-    from ..config import load_config
-    from ..methods.objectives import OBJECTIVES
-    from ..tasks import get_task
-
     forced = [f"train.output_dir={st.output_dir}"] if st.output_dir else []
     try:
         cfg = load_config(st.recipe, [*st.overrides, *forced])
@@ -173,8 +176,6 @@ class SelfTrainingTrainer(PosttrainTrainer):
 
 def unlabelled_examples(st: SelfTrainingConfig, cfg, task) -> tuple[list[dict], list[int]]:
     """The unlabelled split (or a seeded subset, in file order) and its gold label indices (-1 = none)."""
-    from ..tasks import canonical_label, read_split
-
     source, split = st.unlabeled.split(":")
     rows = read_split(task, source, split, root=cfg.task.data_root, seed=cfg.task.seed)
     if st.max_unlabeled and st.max_unlabeled < len(rows):
@@ -190,8 +191,6 @@ def unlabelled_examples(st: SelfTrainingConfig, cfg, task) -> tuple[list[dict], 
 
 def build_stream(st: SelfTrainingConfig, cfg, tokenizer, model, task) -> tuple[UnlabelledStream, Callable]:
     """The unlabelled stream and the (model, batch) -> (B, C) scores function of the recipe's objective."""
-    from ..methods.objectives import OBJECTIVES, model_kind_of
-
     objective = OBJECTIVES[cfg.task.objective]
     kind = model_kind_of(model)
     examples, gold = unlabelled_examples(st, cfg, task)
@@ -222,9 +221,6 @@ def self_train(st: SelfTrainingConfig, *, resume: bool = False, callbacks: list 
 
     Returns the final metrics (``test_*``, ``eval_*``, ``train_*`` mask ratio and pseudo-label accuracy).
     """
-    from .. import engine
-    from ..tasks import get_task
-
     cfg = run_config(st)
     run_dir = Path(cfg.train.output_dir)
     if resume and engine.last_checkpoint(run_dir) is not None:
@@ -252,8 +248,6 @@ def plot_self_training(metrics_path: Path, out_png: Path) -> Path | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from ..plots import read_metrics
 
     records = read_metrics(metrics_path)
 
