@@ -63,3 +63,27 @@ def test_every_key_has_help():
         for f in dataclasses.fields(section.default_factory):
             assert len(f.metadata.get("help", "")) >= 10, f"{section.name}.{f.name} has no help"
     assert "reference_code" in describe()
+
+
+def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path):
+    """YAML itself keeps the last of two equal keys; a recipe with a repeated key or section fails instead."""
+    from posttrain.config import parse_yaml
+
+    with pytest.raises(ConfigError, match=r"^r\.yaml:4: 'learning_rate' is given twice \(first at line 2\)"):
+        parse_yaml("train:\n  learning_rate: 1e-4\n  max_steps: 3\n  learning_rate: 2e-4\n", "r.yaml")
+    with pytest.raises(ConfigError, match=r"^r\.yaml:3: 'train' is given twice \(first at line 1\)"):
+        parse_yaml("train: {seed: 1}\nmodel: {dtype: float32}\ntrain: {seed: 2}\n", "r.yaml")
+    recipe = tmp_path / "dup.yaml"
+    recipe.write_text("train:\n  seed: 1\n  seed: 2\n")
+    with pytest.raises(ConfigError, match=r"dup\.yaml:3: 'seed' is given twice"):
+        load_config(recipe)
+
+
+def test_merge_keys_may_be_overridden_once():
+    """``<<: *anchor`` then an explicit key is YAML's override, not a repetition (builtin.yaml relies on it)."""
+    from posttrain.config import parse_yaml
+
+    assert parse_yaml("a: &x {b: 1, c: 2}\nd:\n  <<: *x\n  b: 3\n", "s") == {"a": {"b": 1, "c": 2},
+                                                                          "d": {"b": 3, "c": 2}}
+    with pytest.raises(ConfigError, match="'e' is given twice"):
+        parse_yaml("a: &x {b: 1}\nd:\n  <<: *x\n  e: 3\n  e: 4\n", "s")

@@ -109,17 +109,62 @@ def set_dotted(raw: dict, overrides: list[str] | None, example: str) -> dict:
     return raw
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a mapping naming the same key twice is an error: plain YAML keeps the last
+    value silently, so a second ``learning_rate`` (or a second ``train:`` section) would override the first
+    without a word."""
+
+
+def _unique_mapping(loader, node, deep=False):
+    first_line: dict = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *base": keys given here may override merged ones
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        try:
+            seen = first_line.get(key)
+        except TypeError:  # an unhashable key: construct_mapping reports it
+            continue
+        if seen is not None:
+            raise _DuplicateKey(line, f"'{key}' is given twice (first at line {seen}); remove one of them")
+        first_line[key] = line
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, line: int, message: str):
+        super().__init__(message)
+        self.line = line
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def parse_yaml(text: str, source: str):
+    """``text`` parsed as YAML (None when empty), with one-line ConfigErrors naming ``source`` and the line: invalid
+    YAML, or a key given twice in one mapping."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except _DuplicateKey as err:
+        raise ConfigError(f"{source}:{err.line}: {err}") from None
+    except yaml.YAMLError as err:
+        line = getattr(getattr(err, "problem_mark", None), "line", None)
+        where = f"{source}:{line + 1}" if line is not None else str(source)
+        raise ConfigError(f"{where}: not valid YAML ({str(err).splitlines()[0]})") from None
+
+
 def read_yaml_file(path, kind: str = "config"):
-    """The parsed YAML file ({} when empty), with one-line errors: a missing file, invalid YAML (with its line)."""
+    """The parsed YAML file ({} when empty), with one-line errors: a missing file, invalid YAML (with its line), a
+    key given twice."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: {kind} file not found")
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        line = getattr(getattr(err, "problem_mark", None), "line", None)
-        where = f"{path}:{line + 1}" if line is not None else str(path)
-        raise ConfigError(f"{where}: not valid YAML ({str(err).splitlines()[0]})") from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    return parse_yaml(text, str(path)) or {}
 
 
 def _merge(base: dict, extra: dict) -> dict:

@@ -38,8 +38,8 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-import yaml
 
+from ..config.loader import parse_yaml
 from ..errors import ConfigError
 from .spec import Task, task_from_dict
 
@@ -52,12 +52,7 @@ def normalize_name(name: str) -> str:
 
 
 def _read_yaml(text: str, source: str):
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark is not None else source
-        raise ConfigError(f"{where}: not valid YAML ({str(err).splitlines()[0]})") from None
+    return parse_yaml(text, source)
 
 
 def load_task_file(path: str | Path) -> Task:
