@@ -2,12 +2,12 @@
 
 Runs the shipped recipes ``configs/dept/sst2_{dept,pt,lora}.yaml`` (or another task's, ``--recipes``) with the
 same overrides (steps, batch, seeds, test subset) through ``posttrain train``, one run at a time, then writes the
-mean ± std of the test metric per method as JSON, a Markdown table and a PNG (docs/dept_accuracy.*). Runs go seed
+mean ± std of the test metric per method as JSON, a Markdown table and a PNG (docs/benchmarks/dept_accuracy.*). Runs go seed
 by seed (all methods of seed 1 first); a run killed mid-way starts over. A zero-shot row (the recipes' base model
 scored untrained on the same test subset, ``posttrain tasks eval``) gives the floor.
 
 Each finished run appends one line to a ledger kept in the repository (``--ledger``, default
-docs/dept_accuracy_runs.jsonl: method, seed, settings, test metrics, seconds, machine). A run whose line is there
+docs/benchmarks/dept_accuracy_runs.jsonl: method, seed, settings, test metrics, seconds, machine). A run whose line is there
 with the same settings is skipped, so the check can be spread over several sessions or machines whose ``runs/``
 folders do not survive: commit the ledger and rerun the same command. The table is built from the ledger alone;
 seeds not finished yet show as "-" and the mean is over the seeds that did (``n`` in the JSON).
@@ -194,9 +194,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mixed-precision", default="none", choices=["none", "bf16", "fp16"],
                         help="train.mixed_precision of every run (part of the settings a ledger line must match)")
     parser.add_argument("--runs", default="runs/dept_accuracy", help="where the individual runs go")
-    parser.add_argument("--ledger", type=Path, default=ROOT / "docs" / "dept_accuracy_runs.jsonl",
+    parser.add_argument("--ledger", type=Path, default=ROOT / "docs" / "benchmarks" / "dept_accuracy_runs.jsonl",
                         help="one line per finished run; runs found here with the same settings are skipped")
-    parser.add_argument("--out", default=str(ROOT / "docs"))
+    parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"))
     parser.add_argument("--name", default="dept_accuracy")
     parser.add_argument("--force", action="store_true", help="re-run runs that already finished")
     parser.add_argument("--report-only", action="store_true", help="write the table from the ledger, run nothing")
