@@ -9,7 +9,8 @@ import random
 import pytest
 
 from posttrain.errors import DataError
-from posttrain.evaluation import alpaca_package, judge_cli
+from posttrain.cli import judge as judge_cli
+from posttrain.evaluation import alpaca_package
 from posttrain.evaluation.alpaca_annotations import (
     build_annotations, evaluation_style, package_win_rate, posttrain_win_rate, read_annotations,
 )

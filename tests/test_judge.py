@@ -274,7 +274,7 @@ def test_local_judge_batch_matches_single_unpadded_forward(tokenizer, tiny_llama
 
 def parser():
     from posttrain.cli import OneLineErrorParser
-    from posttrain.evaluation.judge_cli import register
+    from posttrain.cli.judge import register
 
     top = OneLineErrorParser(prog="posttrain")
     register(top.add_subparsers(dest="command"))

@@ -10,7 +10,8 @@ import random
 import pytest
 
 from posttrain.errors import DataError
-from posttrain.evaluation import alpaca_package, judge_cli
+from posttrain.cli import judge as judge_cli
+from posttrain.evaluation import alpaca_package
 from posttrain.evaluation.length_controlled import (
     LENGTH_ONLY, WITH_DIFFICULTY, difficulties_for, length_controlled_win_rate, read_difficulty_table,
 )

@@ -21,8 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .errors import ConfigError
-from .errors import TrainingError
+from .errors import ConfigError, TrainingError
 
 PRESET_DIR = Path(__file__).parent / "accelerate_configs"
 STAGING_PREFIX = ".tmp-"  # a directory being written; never a checkpoint (see engine.last_checkpoint)
@@ -119,8 +118,6 @@ def check_world_size(args) -> None:
     """Fail fast when a launcher started several processes but the Trainer did not join them."""
     launched = launched_world_size()
     if launched > 1 and args.world_size != launched:
-        from .errors import TrainingError
-
         raise TrainingError(f"launched as {launched} processes but the Trainer set up world size {args.world_size}: "
                             "distributed training was not initialised (check the launcher and the device)")
 
@@ -245,8 +242,6 @@ def full_parameters(model, state_dict: dict | None):
         yield model
         return
     if not state_dict:
-        from .errors import TrainingError
-
         raise TrainingError("cannot save the adapter: the sharded model gave no full state dict (DeepSpeed ZeRO-3 "
                             "needs stage3_gather_16bit_weights_on_model_save: true, FSDP needs "
                             "fsdp_state_dict_type: FULL_STATE_DICT)")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import PosttrainError
-from . import core, grid, pcp, self_training, stepgame, tasks
+from . import core, generate_set, grid, instruct, judge, pcp, self_training, stepgame, tasks
 from .parser import EPILOG, OneLineErrorParser
 
 __all__ = ["EPILOG", "OneLineErrorParser", "build_parser", "main"]
@@ -32,12 +32,9 @@ def build_parser() -> OneLineErrorParser:
     grid.register(sub)
     self_training.register(sub)
     pcp.register(sub)
-    # Evaluation tools register their own commands (they keep their argument parsing beside their code).
-    from ..evaluation import generate_cli, instruct_cli, judge_cli
-
-    instruct_cli.register(sub)
-    judge_cli.register(sub)
-    generate_cli.register(sub)
+    instruct.register(sub)
+    judge.register(sub)
+    generate_set.register(sub)
     return parser
 
 

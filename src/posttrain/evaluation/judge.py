@@ -40,6 +40,10 @@ from pathlib import Path
 from typing import Protocol, Sequence
 
 from ..errors import DataError, ModelLoadError
+from ..data.chat import generation_prompt
+from ..data.chat import resolve_template
+from ..generation import load_for_inference
+from ..scoring.scorer import selected_logits
 
 JUDGE_SYSTEM = (
     "You are a helpful assistant that judges the quality of AI assistants' answers. Given an instruction and two "
@@ -249,14 +253,12 @@ class LocalJudge:
     """A local causal LM as judge: P(first better) from its next-token distribution after the judge prompt.
 
     The prompt is rendered with the model's chat template and ends with the assistant header; one forward pass per
-    batch computes LM-head rows for the last prompt token only (``evaluation.scorer.selected_logits``, which also
+    batch computes LM-head rows for the last prompt token only (``scoring.scorer.selected_logits``, which also
     handles LoRA, soft-prompt/DePT and PEFT prompt-learning models). Batches are right-padded, so every row keeps
     its own position ids, and sorted by length to waste little padding."""
 
     def __init__(self, model, tokenizer, template_name: str = "tokenizer", *, batch_size: int = 8,
                  max_output_chars: int | None = 2000, progress: bool = True, description: str | None = None):
-        from ..data.chat import resolve_template
-
         self.model, self.tokenizer = model, tokenizer
         self.template = resolve_template(tokenizer, template_name)
         self.batch_size, self.max_output_chars, self.progress = batch_size, max_output_chars, progress
@@ -267,8 +269,6 @@ class LocalJudge:
 
     @classmethod
     def from_spec(cls, spec: str, dtype: str = "float32", **kwargs) -> "LocalJudge":
-        from ..generation import load_for_inference
-
         model, tokenizer, template_name = load_for_inference(spec, dtype=dtype)
         return cls(model, tokenizer, template_name, description=f"local:{spec}", **kwargs)
 
@@ -284,16 +284,12 @@ class LocalJudge:
         return sorted(ids)
 
     def prompts(self, triples: Sequence[tuple[str, str, str]]) -> list[str]:
-        from ..data.chat import generation_prompt
-
         return [generation_prompt(self.tokenizer, judge_messages(*t, self.max_output_chars), self.template)
                 for t in triples]
 
     def prefer_first(self, triples: Sequence[tuple[str, str, str]]) -> list[float]:
         import torch
         from tqdm.auto import tqdm
-
-        from .scorer import selected_logits
 
         encoded = [self.tokenizer(text, add_special_tokens=False)["input_ids"] for text in self.prompts(triples)]
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..attention import choose, register
 from ..config import ModelConfig
 from ..errors import ModelLoadError, first_line
 from .gguf import default_gguf_path, ensure_converted
@@ -51,8 +52,6 @@ def _looks_like_path(name: str) -> bool:
 def _common_kwargs(cfg: ModelConfig) -> dict:
     kwargs = {"dtype": _torch_dtype(cfg.dtype), "trust_remote_code": cfg.trust_remote_code}
     if cfg.attn_implementation:
-        from ..attention import choose, register
-
         register()  # posttrain_varlen (padding-free attention without a dense mask) becomes a valid name
         kwargs["attn_implementation"] = choose(cfg.attn_implementation, packed=False)  # the engine resolves packing
     return kwargs

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 def _cmd_generate_set(args) -> int:
     from ..generation import load_for_inference
-    from .generate_set import (default_prompt_set, generate_set, load_prompt_set, precheck_resume, resume_header,
+    from ..evaluation.generate_set import (default_prompt_set, generate_set, load_prompt_set, precheck_resume, resume_header,
                                summary_path)
 
     prompts = args.prompts or str(default_prompt_set())
@@ -39,8 +39,8 @@ def _cmd_generate_set(args) -> int:
 
 
 def _cmd_bleu_train(args) -> int:
-    from .generate_set import summary_path
-    from .memorisation import bleu_train
+    from ..evaluation.generate_set import summary_path
+    from ..evaluation.memorisation import bleu_train
 
     summary = bleu_train(args.outputs, args.references, args.summary)
     metrics = summary["metrics"]

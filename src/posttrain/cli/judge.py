@@ -102,11 +102,11 @@ def _check_args(args) -> None:
 def build_judge(args, out: Path):
     """The judge the arguments ask for, and a one-line description of it for the summary."""
     if args.judge == "http":
-        from .judge_http import HttpJudge, HttpJudgeConfig
+        from ..evaluation.judge_http import HttpJudge, HttpJudgeConfig
 
         prompt = None
         if args.judge_prompt != POSTTRAIN_PROMPT:
-            from .alpaca_prompts import AlpacaEvaluatorPrompt
+            from ..evaluation.alpaca_prompts import AlpacaEvaluatorPrompt
 
             prompt = AlpacaEvaluatorPrompt(args.judge_prompt)
         model = args.api_model or (prompt.model_name if prompt else DEFAULT_API_MODEL)
@@ -117,7 +117,7 @@ def build_judge(args, out: Path):
             cache_path=Path(args.cache) if args.cache else out / CACHE_NAME)
         judge = HttpJudge(config, prompt=prompt, progress=not args.quiet)
         return judge, judge.describe()
-    from .judge import LocalJudge
+    from ..evaluation.judge import LocalJudge
 
     judge = LocalJudge.from_spec(args.judge_model, dtype=args.dtype, batch_size=args.batch_size,
                                  max_output_chars=args.max_output_chars, progress=not args.quiet)
@@ -128,8 +128,8 @@ def _difficulties(args, rows_a: list[dict], all_rows_b: list[dict]) -> list[floa
     """Each pair's instruction difficulty from --instruction-difficulty, checked before any judging."""
     if not args.instruction_difficulty:
         return None
-    from .alpaca_package import require
-    from .length_controlled import difficulties_for, read_difficulty_table
+    from ..evaluation.alpaca_package import require
+    from ..evaluation.length_controlled import difficulties_for, read_difficulty_table
 
     require("alpaca_eval.metrics.glm_winrate", needed_for=f"--instruction-difficulty {args.instruction_difficulty}")
     table = read_difficulty_table(args.instruction_difficulty)
@@ -142,8 +142,8 @@ def _difficulties(args, rows_a: list[dict], all_rows_b: list[dict]) -> list[floa
 
 def length_control(annotations: list[dict], difficulties: list[float] | None) -> tuple[dict, dict]:
     """(LC metrics for the summary, how they were computed); "not computed" with the reason when they cannot be."""
-    from . import alpaca_package
-    from .length_controlled import length_controlled_win_rate
+    from ..evaluation import alpaca_package
+    from ..evaluation.length_controlled import length_controlled_win_rate
 
     if not alpaca_package.available():
         return {}, {"form": None, "label": "not computed: the alpaca_eval package is not installed "
@@ -158,9 +158,9 @@ def length_control(annotations: list[dict], difficulties: list[float] | None) ->
 
 
 def _cmd_judge(args) -> int:
-    from .alpaca_annotations import ANNOTATIONS_NAME, build_annotations, evaluation_style, write_annotations
-    from .alpaca_format import read_model_outputs, write_summary
-    from .judge import evaluate_pairs, generator_name, pair_with_references
+    from ..evaluation.alpaca_annotations import ANNOTATIONS_NAME, build_annotations, evaluation_style, write_annotations
+    from ..evaluation.alpaca_format import read_model_outputs, write_summary
+    from ..evaluation.judge import evaluate_pairs, generator_name, pair_with_references
 
     _check_args(args)
     rows_a = read_model_outputs(args.outputs)

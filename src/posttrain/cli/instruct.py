@@ -37,8 +37,8 @@ def _named_files(args) -> dict[str, str]:
 
 
 def _cmd_loss_eval(args) -> int:
-    from .alpaca_format import write_summary
-    from .loss_eval import loss_eval
+    from ..evaluation.alpaca_format import write_summary
+    from ..evaluation.loss_eval import loss_eval
 
     files = _named_files(args)
     if args.out and Path(args.out).suffix != ".json":
@@ -55,7 +55,7 @@ def _cmd_loss_eval(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from .im_report import report
+    from ..evaluation.im_report import report
 
     labels = {}
     for item in args.label or []:
