@@ -8,5 +8,6 @@ from .version import __version__  # noqa: E402
 
 from .config import RunConfig, load_config  # noqa: E402
 from .errors import ConfigError, DataError, ModelLoadError, PosttrainError  # noqa: E402
+from . import methods  # noqa: E402,F401  (registers every method before a config can ask for one)
 
 __all__ = ["RunConfig", "load_config", "PosttrainError", "ConfigError", "DataError", "ModelLoadError", "__version__"]

@@ -4,15 +4,14 @@ Each method file under ``methods/`` builds its ``Method`` and ``methods/__init__
 validation, the engine, run loading and run metadata look the method up here and ask it (its checks, how it
 wraps a model, its optimizer groups, how a finished run's weights load, what it can be combined with); none of
 them branches on a method's name. This module sits at the bottom of the package (it imports only ``errors``), so
-``config`` can consult methods without importing them: the first lookup imports ``posttrain.methods`` by name
-(plugin discovery), whose ``__init__`` registers every method. Adding a method means adding its file and one line
-in ``methods/__init__.py``.
+``config`` can consult methods without importing them; ``import posttrain`` imports ``posttrain.methods``, whose
+``__init__`` registers every method, before anything can look one up. Adding a method means adding its file and
+one line in ``methods/__init__.py``.
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -71,15 +70,12 @@ def register(method: Method) -> Method:
 
 
 def registered() -> dict[str, Method]:
-    """Every registered method by name, in registration order (importing ``posttrain.methods`` on first use)."""
-    if not METHODS:
-        importlib.import_module("posttrain.methods")
+    """Every registered method by name, in registration order."""
     return METHODS
 
 
 def method_named(name: str, key: str = "adapter.type") -> Method:
     """The registered method, or a one-line ConfigError naming the choices and the nearest one."""
-    registered()
     if name in METHODS:
         return METHODS[name]
     close = difflib.get_close_matches(str(name), list(METHODS), n=1)

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import math
+from pathlib import Path
 
 import yaml
 
 from ..errors import ConfigError
+from ..io_utils import atomic_write_json, atomic_write_text
 from ..tasks.readers import ENV_VAR, default_data_root, find_file, read_split
 from ..tasks.render import render_template, render_text_to_text
 from ..tasks.spec import Task
@@ -150,7 +154,40 @@ def register(subparsers) -> argparse.ArgumentParser:
     show.add_argument("--seed", type=int, help="k-shot seed (default: the first declared)")
     show.set_defaults(func=_cmd_show)
 
-    from ..evaluation.task_split_eval import add_parser as add_eval
-
-    add_eval(sub)
+    _register_eval(sub)
     return p
+
+
+def _cmd_eval(args) -> int:
+    from ..evaluation.task_split_eval import evaluate_split, load_task_model, scored_examples, task_config
+
+    cfg = task_config(args.spec, args.overrides, args.split)
+    name = get_task(cfg.task.name).name  # an unknown task fails here, before the model loads
+    examples = scored_examples(cfg, args.split)  # a bad data file fails here too
+    model, tokenizer, what = load_task_model(args.spec, cfg)
+    metrics, records = evaluate_split(cfg, model, tokenizer, args.split, f"{name} {args.split}", examples)
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "examples" and not math.isnan(v))
+    print(f"{name} {args.split} ({getattr(cfg.task, args.split)}, {metrics['examples']} examples), {what}: {shown}")
+    if args.out:
+        atomic_write_json(Path(args.out), {"spec": args.spec, "model": what, "task": name,
+                                          "split": args.split, "source": getattr(cfg.task, args.split),
+                                          "objective": cfg.task.objective, "form": cfg.task.form,
+                                          "overrides": list(args.overrides), "metrics": metrics})
+    if args.predictions:
+        atomic_write_text(Path(args.predictions), "".join(json.dumps(r) + "\n" for r in records))
+    return 0
+
+
+def _register_eval(sub) -> None:
+    """``tasks eval`` under the ``tasks`` command's subparsers."""
+    p = sub.add_parser("eval", help="score a run, or a recipe's untrained model (zero-shot), on a task split",
+                       description="Score a finished run (its config.yaml and final/ weights) or a recipe's base "
+                       "model without training (zero-shot) on the test (or eval) split of the task, with the run's "
+                       "template, objective and metrics.")
+    p.add_argument("spec", metavar="RUN_DIR|RECIPE.yaml", help="a finished run directory or a training recipe")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. task.max_test_examples=0")
+    p.add_argument("--split", default="test", choices=("test", "eval"), help="which split of the task (default test)")
+    p.add_argument("--out", metavar="FILE.json", help="write the metrics (and what was scored) as JSON")
+    p.add_argument("--predictions", metavar="FILE.jsonl", help="write one line per example: gold, prediction, "
+                   "label probabilities")
+    p.set_defaults(func=_cmd_eval)

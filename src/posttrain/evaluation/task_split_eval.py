@@ -15,15 +15,12 @@ argmax (STS-B: lb + p(high) (ub - lb)), then the task's metrics.
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 from pathlib import Path
 
 import torch
 
 from ..config import load_config
 from ..errors import ConfigError, ModelLoadError
-from ..io_utils import atomic_write_json, atomic_write_text
 from ..methods.objectives import label_predictions
 from ..scoring.metrics import task_metrics
 from ..engine import objective_model_config
@@ -99,36 +96,3 @@ def evaluate_split(cfg, model, tokenizer, split: str = "test", progress: bool | 
                 "probabilities": dict(zip(task.labels, map(float, row)))}
                for i, (ex, g, p, row) in enumerate(zip(examples, gold, predictions, probs.tolist()))]
     return metrics, records
-
-
-def run(args) -> int:
-    cfg = task_config(args.spec, args.overrides, args.split)
-    name = get_task(cfg.task.name).name  # an unknown task fails here, before the model loads
-    examples = scored_examples(cfg, args.split)  # a bad data file fails here too
-    model, tokenizer, what = load_task_model(args.spec, cfg)
-    metrics, records = evaluate_split(cfg, model, tokenizer, args.split, f"{name} {args.split}", examples)
-    shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "examples" and not math.isnan(v))
-    print(f"{name} {args.split} ({getattr(cfg.task, args.split)}, {metrics['examples']} examples), {what}: {shown}")
-    if args.out:
-        atomic_write_json(Path(args.out), {"spec": args.spec, "model": what, "task": name,
-                                          "split": args.split, "source": getattr(cfg.task, args.split),
-                                          "objective": cfg.task.objective, "form": cfg.task.form,
-                                          "overrides": list(args.overrides), "metrics": metrics})
-    if args.predictions:
-        atomic_write_text(Path(args.predictions), "".join(json.dumps(r) + "\n" for r in records))
-    return 0
-
-
-def add_parser(sub) -> None:
-    """``tasks eval`` under the ``tasks`` command's subparsers."""
-    p = sub.add_parser("eval", help="score a run, or a recipe's untrained model (zero-shot), on a task split",
-                       description="Score a finished run (its config.yaml and final/ weights) or a recipe's base "
-                       "model without training (zero-shot) on the test (or eval) split of the task, with the run's "
-                       "template, objective and metrics.")
-    p.add_argument("spec", metavar="RUN_DIR|RECIPE.yaml", help="a finished run directory or a training recipe")
-    p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. task.max_test_examples=0")
-    p.add_argument("--split", default="test", choices=SPLITS, help="which split of the task (default test)")
-    p.add_argument("--out", metavar="FILE.json", help="write the metrics (and what was scored) as JSON")
-    p.add_argument("--predictions", metavar="FILE.jsonl", help="write one line per example: gold, prediction, "
-                   "label probabilities")
-    p.set_defaults(func=run)
