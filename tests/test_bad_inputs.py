@@ -200,6 +200,14 @@ def _with_line(path: Path, after: str, line: str) -> Path:
     return path
 
 
+def _finished_run(env: Env) -> list[str]:
+    from posttrain.cli import main
+
+    args = env.train()
+    assert main(args) == 0  # a finished run in env.run; the same command again must not replace it
+    return args
+
+
 def _existing_checkpoints(env: Env) -> list[str]:
     (env.run / "checkpoints" / "checkpoint-1").mkdir(parents=True)
     return env.train()
@@ -407,6 +415,11 @@ CASES: list[Case] = [
          ("--resume", "no checkpoint under", "checkpoints"), nothing_written=True),
     Case("cli-run-dir-taken", "CLI", "`posttrain train` into a run directory that already holds checkpoints",
          _existing_checkpoints, ("train.output_dir", "already holds checkpoints", "--resume")),
+    Case("cli-run-dir-finished", "CLI", "`posttrain train` again into the directory of a finished run",
+         _finished_run, ("train.output_dir", "holds a finished run", "--overwrite")),
+    Case("cli-resume-and-overwrite", "CLI", "`posttrain train R.yaml --resume --overwrite`",
+         lambda e: [*e.train(), "--resume", "--overwrite"], ("--resume and --overwrite", "give one"),
+         nothing_written=True),
     Case("cli-generate-no-prompt", "CLI", "`posttrain generate --model M` without a prompt",
          lambda e: ["generate", "--model", str(e.model)],
          ("generate", "at least one --prompt or --prompts-file")),

@@ -162,3 +162,40 @@ def test_bad_data_file_fails_before_the_model_loads(tmp_path, monkeypatch):
     with pytest.raises(DataError, match=r"bad\.jsonl:2"):
         train(cfg)
     assert not (tmp_path / "bad").exists()  # nothing half-written
+
+
+def test_a_finished_run_is_never_overwritten_without_overwrite(tmp_path, tiny_model_dir, data_file, monkeypatch):
+    """Training again into a finished run's directory is refused before the model loads, and nothing of the run
+    changes; ``overwrite=True`` replaces it with a run of its own (issue: data loss with save_steps 0)."""
+    import posttrain.models
+
+    cfg = config(tmp_path, tiny_model_dir, data_file, "done", "train.max_steps=2")
+    train(cfg)
+    run = tmp_path / "done"
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    real_loader = posttrain.models.load_model_and_tokenizer
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the run directory was checked")
+
+    monkeypatch.setattr(posttrain.models, "load_model_and_tokenizer", no_load)
+    with pytest.raises(ConfigError, match=r"train.output_dir: .*done holds a finished run; pass --overwrite"):
+        train(config(tmp_path, tiny_model_dir, data_file, "done", "train.max_steps=3"))
+    assert {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+    monkeypatch.setattr(posttrain.models, "load_model_and_tokenizer", real_loader)
+    final = train(config(tmp_path, tiny_model_dir, data_file, "done", "train.max_steps=3"), overwrite=True)
+    assert final["global_step"] == 3
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and steps[0] <= 1 and max(steps) == 3  # the old run's records are gone
+    assert "max_steps: 3" in (run / "config.yaml").read_text()
+
+
+def test_an_unfinished_run_without_checkpoints_is_refused_too(tmp_path, tiny_model_dir, data_file):
+    run = tmp_path / "partial"
+    run.mkdir()
+    (run / "config.yaml").write_text("train: {}\n")
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
+    with pytest.raises(ConfigError, match=r"holds an earlier run \(config.yaml, metrics.jsonl\); pass --overwrite"):
+        train(config(tmp_path, tiny_model_dir, data_file, "partial"))
+    assert (run / "metrics.jsonl").read_text() == '{"step": 1, "loss": 1.0}\n'

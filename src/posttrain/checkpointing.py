@@ -131,3 +131,28 @@ def step_of(checkpoint) -> int | None:
         return int(Path(checkpoint).name.rsplit("-", 1)[-1])
     except ValueError:
         return None
+
+
+RUN_FILES = ("config.yaml", "run_meta.json", "metrics.jsonl", "final_metrics.json", "loss_curve.png")
+
+
+def run_contents(run_dir: Path) -> list[str]:
+    """What a directory holds of an earlier run (``final/``, checkpoints, the run's files), for the never-overwrite
+    check; [] for a new or empty directory."""
+    run_dir = Path(run_dir)
+    held = ["final/"] if (run_dir / "final").is_dir() else []
+    checkpoints = run_dir / "checkpoints"
+    if checkpoints.is_dir() and any(p.name.startswith("checkpoint-") for p in checkpoints.iterdir()):
+        held.append("checkpoints/")
+    return held + [name for name in RUN_FILES if (run_dir / name).is_file()]
+
+
+def clear_run(run_dir: Path) -> None:
+    """Remove an earlier run's weights, checkpoints and files from ``run_dir`` (``--overwrite``); other files stay."""
+    import shutil
+
+    run_dir = Path(run_dir)
+    for name in ("final", "checkpoints"):
+        shutil.rmtree(run_dir / name, ignore_errors=True)
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)

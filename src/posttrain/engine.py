@@ -26,7 +26,8 @@ from transformers import Trainer, TrainerCallback
 
 from . import attention, distributed
 from .best_weights import BestWeightsCallback
-from .checkpointing import AtomicCheckpoints, complete_checkpoints, last_checkpoint, save_final_model  # noqa: F401
+from .checkpointing import (AtomicCheckpoints, clear_run, complete_checkpoints, last_checkpoint,  # noqa: F401
+                            run_contents, save_final_model)
 from .checkpointing import step_of as _step_of
 from .callbacks import MetricsCallback, NonFiniteGuardCallback, StopAtStepCallback
 from .config import RunConfig, write_config
@@ -241,12 +242,14 @@ class RunExtension:
     on_finish: object | None = None  # run_dir -> None, after metrics are written (plots)
 
 
-def train(cfg: RunConfig, *, resume: bool = False, callbacks: list[TrainerCallback] | None = None,
-          model=None, tokenizer=None, extension=None) -> dict:
+def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
+          callbacks: list[TrainerCallback] | None = None, model=None, tokenizer=None, extension=None) -> dict:
     """Run one training job described by ``cfg``; returns the final metrics.
 
     ``resume=True`` continues from the last checkpoint in ``train.output_dir/checkpoints`` (optimizer, scheduler,
-    RNG and data position included). ``model``/``tokenizer`` may be passed to skip loading (tests, notebooks).
+    RNG and data position included). A directory that holds an earlier run (finished or not) is refused before
+    the model loads unless ``resume`` or ``overwrite`` (which removes that run's weights, checkpoints and files).
+    ``model``/``tokenizer`` may be passed to skip loading (tests, notebooks).
     """
     from transformers import set_seed
 
@@ -256,9 +259,14 @@ def train(cfg: RunConfig, *, resume: bool = False, callbacks: list[TrainerCallba
     checkpoint = last_checkpoint(run_dir) if resume else None
     if resume and checkpoint is None:
         raise ConfigError(f"--resume: no checkpoint under {run_dir / 'checkpoints'}")
-    if not resume and (run_dir / "checkpoints").is_dir() and any(
-            p.name.startswith("checkpoint-") for p in (run_dir / "checkpoints").iterdir()):
-        raise ConfigError(f"train.output_dir: {run_dir} already holds checkpoints; pass --resume or choose a new dir")
+    held = [] if resume else run_contents(run_dir)
+    if held and not overwrite:
+        if "checkpoints/" in held:
+            raise ConfigError(f"train.output_dir: {run_dir} already holds checkpoints; pass --resume, --overwrite "
+                              "or choose a new dir")
+        what = "a finished run" if "final/" in held else f"an earlier run ({', '.join(held)})"
+        raise ConfigError(f"train.output_dir: {run_dir} holds {what}; pass --overwrite to replace it or choose a new "
+                          "dir")
 
     rows = read_rows(cfg)  # before the model loads: a bad data file fails at once
     mixed_precision_arguments(cfg.train.mixed_precision)  # so does fp16 without a GPU
@@ -306,6 +314,8 @@ def train(cfg: RunConfig, *, resume: bool = False, callbacks: list[TrainerCallba
     distributed.check_world_size(args)
     distributed.check_engine(trainer)
     if trainer.is_world_process_zero():  # run files: one writer (the checkpoints: args.should_save, see Trainer)
+        if held:  # --overwrite: the earlier run goes only now, once the new one has loaded
+            clear_run(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         distributed.remove_staging(run_dir)
         distributed.remove_staging(run_dir / "checkpoints")

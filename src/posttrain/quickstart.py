@@ -56,7 +56,7 @@ def run_quickstart(out_dir: str = "runs/quickstart", steps: int = 20, data_file:
     for name, cfg in configs.items():
         print(f"\n=== {name}: loss.mode={cfg.loss.mode} -> {cfg.train.output_dir} ===", flush=True)
         model_obj, tokenizer = load_model_and_tokenizer(cfg.model, for_training=True)
-        final = train(cfg, model=model_obj, tokenizer=tokenizer)
+        final = train(cfg, overwrite=True, model=model_obj, tokenizer=tokenizer)  # a rerun replaces the demo's runs
         trainer = final.pop("trainer")
         trained = trainer.model.eval()
         answer = generate(trained, tokenizer, [prompt], max_new_tokens=96)[0]

@@ -13,10 +13,12 @@ def _cmd_train(args) -> int:
     from ..config import load_config
     from ..engine import train
 
+    if args.resume and args.overwrite:
+        raise PosttrainError("--resume and --overwrite: give one (continue the run, or replace it)")
     cfg = load_config(args.config, args.overrides)
     if args.accelerate_config or args.num_processes is not None or args.launch_args:
         return _relaunch_train(args)
-    final = train(cfg, resume=args.resume)
+    final = train(cfg, resume=args.resume, overwrite=args.overwrite)
     final.pop("trainer", None)
     shown = {k: v for k, v in final.items()
              if k in ("train_loss", "eval_output_loss", "global_step", "run_dir") or k.startswith("test_")}
@@ -39,7 +41,8 @@ def _relaunch_train(args) -> int:
         extra = shlex.split(args.launch_args or "")
     except ValueError as err:
         raise PosttrainError(f"--launch-args: {err}") from None
-    train_argv = [args.config, *args.overrides, *(["--resume"] if args.resume else [])]
+    train_argv = [args.config, *args.overrides, *(["--resume"] if args.resume else []),
+                  *(["--overwrite"] if args.overwrite else [])]
     return relaunch(relaunch_command(args.accelerate_config, train_argv, args.num_processes, extra))
 
 
@@ -128,6 +131,8 @@ def register(sub) -> None:
     p.add_argument("config", help="YAML recipe (see configs/)")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint of train.output_dir")
+    p.add_argument("--overwrite", action="store_true", help="replace the run train.output_dir holds (its final/, "
+                   "checkpoints and files); without it an earlier run there is refused")
     p.add_argument("--accelerate-config", metavar="NAME_OR_PATH",
                    help="re-launch through 'accelerate launch' with a preset (single_gpu, multi_gpu, fsdp, zero2, "
                    "zero3) or an accelerate config file (docs/distributed.md)")

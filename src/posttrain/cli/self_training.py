@@ -9,7 +9,7 @@ def _cmd_self_train(args) -> int:
     from ..pipelines.self_training import load_self_training_config, self_train
 
     st = load_self_training_config(args.config, args.overrides)
-    final = self_train(st, resume=args.resume)
+    final = self_train(st, resume=args.resume, overwrite=args.overwrite)
     final.pop("trainer", None)
     shown = {k: v for k, v in final.items() if k in ("train_loss", "global_step", "train_mask_ratio",
                                                        "train_pseudo_label_acc", "run_dir") or k.startswith("test_")}
@@ -27,5 +27,6 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key=value overrides: self-training keys (p_cutoff=0.9, "
                    "augment.strong_swap=0.2) or recipe keys (train.max_steps=10)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint of the run directory")
+    p.add_argument("--overwrite", action="store_true", help="replace the run the directory holds")
     p.set_defaults(func=_cmd_self_train)
     return p

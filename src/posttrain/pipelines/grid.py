@@ -34,7 +34,7 @@ from ..io_utils import atomic_write_json
 from .grid_report import _axes_tag, _fmt, cell_state, dev_value, select, write_report
 from ..config import all_keys, load_config
 from ..config import build_dataclass
-from ..engine import last_checkpoint
+from ..engine import clear_run, last_checkpoint
 from ..tasks import find_file
 from ..tasks import get_task
 
@@ -236,7 +236,7 @@ def run_cell(cell: Cell, train_fn: Callable) -> dict:
     """Train one cell, resuming from its last checkpoint if it has one; returns its final metrics."""
     resume = last_checkpoint(cell.run_dir) is not None
     if not resume:  # a killed run without a usable checkpoint starts over
-        shutil.rmtree(cell.run_dir / "checkpoints", ignore_errors=True)
+        clear_run(cell.run_dir)
     (cell.run_dir / "cell_error.json").unlink(missing_ok=True)
     final = {k: v for k, v in train_fn(cell.cfg, resume=resume).items() if k != "trainer"}
     path = cell.run_dir / "final_metrics.json"

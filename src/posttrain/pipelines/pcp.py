@@ -190,7 +190,8 @@ def stage_teacher(cfg: PCPConfig, out: Path) -> dict:
         return _trained_teacher(cfg)
     run_dir = out / DIRS[1]
     run_cfg = recipe_config(cfg.teacher_recipe, cfg.teacher_overrides, _forced(cfg, run_dir), "teacher_recipe")
-    final = train(run_cfg, resume=last_checkpoint(run_dir) is not None)
+    resume = last_checkpoint(run_dir) is not None  # an unfinished stage: continue it, or start it over
+    final = train(run_cfg, resume=resume, overwrite=not resume)
     return _run_outputs(run_dir, final)
 
 
@@ -239,7 +240,8 @@ def stage_cpt(cfg: PCPConfig, out: Path) -> dict:
 def stage_final(cfg: PCPConfig, out: Path) -> dict:
     run_cfg = _final_recipe(cfg, out)
     run_dir = out / DIRS[5]
-    final = train(run_cfg, resume=last_checkpoint(run_dir) is not None)
+    resume = last_checkpoint(run_dir) is not None  # an unfinished stage: continue it, or start it over
+    final = train(run_cfg, resume=resume, overwrite=not resume)
     return _run_outputs(run_dir, final)
 
 

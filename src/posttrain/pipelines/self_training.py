@@ -215,8 +215,8 @@ def _check_resume(st: SelfTrainingConfig, run_dir: Path) -> None:
                                   "the same self-training settings or choose a new output_dir")
 
 
-def self_train(st: SelfTrainingConfig, *, resume: bool = False, callbacks: list | None = None, model=None,
-               tokenizer=None) -> dict:
+def self_train(st: SelfTrainingConfig, *, resume: bool = False, overwrite: bool = False, callbacks: list | None = None,
+               model=None, tokenizer=None) -> dict:
     """One self-training run: engine.train's run directory and protocol with ``SelfTrainingTrainer``.
 
     Returns the final metrics (``test_*``, ``eval_*``, ``train_*`` mask ratio and pseudo-label accuracy).
@@ -238,8 +238,8 @@ def self_train(st: SelfTrainingConfig, *, resume: bool = False, callbacks: list 
             final_metrics=lambda trainer: trainer.summary(trainer.totals, "train_"),
             on_finish=lambda run_dir: plot_self_training(run_dir / "metrics.jsonl", run_dir / "self_training.png"))
 
-    return engine.train(cfg, resume=resume, callbacks=callbacks, model=model, tokenizer=tokenizer,
-                        extension=extension)
+    return engine.train(cfg, resume=resume, overwrite=overwrite, callbacks=callbacks, model=model,
+                        tokenizer=tokenizer, extension=extension)
 
 
 def plot_self_training(metrics_path: Path, out_png: Path) -> Path | None:
