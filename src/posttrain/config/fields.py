@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from dataclasses import field
@@ -18,12 +20,60 @@ from typing import Any, Callable, Literal
 from ..errors import ConfigError
 
 
-def help_field(default, help_text: str, **kw):
-    """A dataclass field with help text (``posttrain config`` prints it); list/dict defaults are copied per instance.
-    Every posttrain config dataclass declares its fields with it."""
+def help_field(default, help_text: str, bounds: str | None = None, **kw):
+    """A dataclass field with help text (``posttrain config`` prints it) and, for numbers, the interval its values
+    must lie in (``bounds="[0, 1)"``, ``"(0, inf)"``, ``"[1, inf)"``; ``check_bounds`` enforces it). List/dict
+    defaults are copied per instance. Every posttrain config dataclass declares its fields with it."""
+    metadata = {"help": help_text}
+    if bounds is not None:
+        metadata["bounds"] = parse_bounds(bounds)
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help_text}, **kw)
-    return field(default=default, metadata={"help": help_text}, **kw)
+        return field(default_factory=lambda d=default: type(d)(d), metadata=metadata, **kw)
+    return field(default=default, metadata=metadata, **kw)
+
+
+_BOUNDS = re.compile(r"^([\[(])\s*(-?inf|[-+0-9.e]+)\s*,\s*(-?inf|[-+0-9.e]+)\s*([\])])$")
+
+
+def parse_bounds(text: str) -> tuple:
+    """"[0, 1)" -> (0.0, 1.0, True, False): low, high, whether each end is included."""
+    match = _BOUNDS.match(text.strip())
+    if not match:
+        raise ValueError(f"bounds {text!r}: expected an interval such as [0, 1) or (0, inf)")
+    opening, low, high, closing = match.groups()
+    return float(low), float(high), opening == "[", closing == "]"
+
+
+def bounds_text(bounds: tuple) -> str:
+    """The condition a value breaks, as an error says it: ">= 1", "> 0", "in [0, 1)"."""
+    low, high, low_in, high_in = bounds
+    number = lambda x: format(int(x) if float(x).is_integer() else x, "")  # noqa: E731
+    if math.isinf(high):
+        return f"{'>=' if low_in else '>'} {number(low)}"
+    if math.isinf(low):
+        return f"{'<=' if high_in else '<'} {number(high)}"
+    return f"in {'[' if low_in else '('}{number(low)}, {number(high)}{']' if high_in else ')'}"
+
+
+def in_bounds(value, bounds: tuple) -> bool:
+    low, high, low_in, high_in = bounds
+    if isinstance(value, float) and math.isnan(value):
+        return False
+    above = value >= low if low_in else value > low
+    below = value <= high if high_in else value < high
+    return above and below
+
+
+def check_bounds(obj, prefix: str = "") -> None:
+    """A one-line ConfigError for the first field of dataclass ``obj`` whose value lies outside its declared
+    ``bounds`` (None passes: an optional field left unset)."""
+    for f in dataclasses.fields(obj):
+        bounds = f.metadata.get("bounds")
+        value = getattr(obj, f.name)
+        if bounds is None or value is None or isinstance(value, bool):
+            continue
+        if not in_bounds(value, bounds):
+            raise ConfigError(f"{prefix}{f.name}: must be {bounds_text(bounds)}, got {value!r}")
 
 
 def did_you_mean(name, options, cutoff: float = 0.5, shown: str = "") -> str:

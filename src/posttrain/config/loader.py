@@ -18,7 +18,7 @@ import yaml
 
 from ..errors import ConfigError
 from ..io_utils import atomic_write_text
-from .fields import build_dataclass
+from .fields import bounds_text, build_dataclass
 from .schema import RunConfig
 
 
@@ -205,5 +205,7 @@ def describe() -> str:
         lines.append(f"{section}:")
         for f in dataclasses.fields(cls):
             default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-            lines.append(f"  {f.name} = {default!r}\n      {f.metadata.get('help', '')}")
+            bounds = f.metadata.get("bounds")
+            shown = f"  (must be {bounds_text(bounds)})" if bounds else ""
+            lines.append(f"  {f.name} = {default!r}{shown}\n      {f.metadata.get('help', '')}")
     return "\n".join(lines)

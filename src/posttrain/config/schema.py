@@ -45,7 +45,8 @@ class ModelConfig:
 class DataConfig:
     train_file: Optional[str] = _f(None, "Training data: .jsonl/.json/.csv/.parquet file.")
     eval_file: Optional[str] = _f(None, "Held-out data in the same formats; if unset, eval_size rows are split off.")
-    eval_size: int = _f(0, "Rows held out from train_file for evaluation when eval_file is unset (0 = no eval).")
+    eval_size: int = _f(0, "Rows held out from train_file for evaluation when eval_file is unset (0 = no eval).",
+                        bounds="[0, inf)")
     format: Literal["auto", "messages", "alpaca", "prompt_completion", "text"] = _f(
         "auto", "Row format; auto picks it from the columns of the first row."
     )
@@ -54,7 +55,7 @@ class DataConfig:
         "How conversations are rendered: 'tokenizer' (the tokenizer's own chat template) or a named template "
         "(tulu, chatml, plain).",
     )
-    max_length: int = _f(1024, "Truncate rendered examples to this many tokens (right truncation).")
+    max_length: int = _f(1024, "Truncate rendered examples to this many tokens (right truncation).", bounds="[8, inf)")
     pad_to_max_length: bool = _f(
         False, "Pad every batch to max_length (the DePT reference); default pads to the batch's longest example."
     )
@@ -64,9 +65,10 @@ class DataConfig:
         "Examples longer than max_length: truncate them (right), or drop them (so every loss mode trains on exactly "
         "the same examples).",
     )
-    max_train_examples: Optional[int] = _f(None, "Use only the first N training rows (after the eval split).")
-    max_eval_examples: Optional[int] = _f(None, "Use only the first N eval rows.")
-    shuffle_seed: int = _f(42, "Seed for the train/eval split.")
+    max_train_examples: Optional[int] = _f(None, "Use only the first N training rows (after the eval split).",
+                                           bounds="[0, inf)")
+    max_eval_examples: Optional[int] = _f(None, "Use only the first N eval rows.", bounds="[0, inf)")
+    shuffle_seed: int = _f(42, "Seed for the train/eval split.", bounds="[0, 4294967295]")
 
 
 @dataclass
@@ -84,6 +86,7 @@ class LossConfig:
     prompt_loss_weight: float = _f(
         1.0,
         "For instruction_and_output: weight of instruction tokens (output tokens weigh 1). 0 = IT, 1 = IM.",
+        bounds="[0, 1]",
     )
     reduction: Literal["token_mean", "example_mean"] = _f(
         "token_mean",
@@ -94,6 +97,7 @@ class LossConfig:
         0.0,
         "lambda of KL regularisation towards the frozen starting model (IM paper's KL baseline, Table 3: 1.0); "
         "0 = off. Needs adapter.type full (a frozen copy) or lora (the adapter switched off).",
+        bounds="[0, inf)",
     )
     kl_form: Literal["full", "single_sample"] = _f(
         "full",
@@ -115,9 +119,9 @@ class _AdapterType:
 class LoraSettings:
     """adapter.* keys of LoRA (methods/lora.py)."""
 
-    lora_r: int = _f(8, "LoRA rank r of the update B A.")
-    lora_alpha: float = _f(16.0, "LoRA alpha (scale = alpha / r).")
-    lora_dropout: float = _f(0.0, "Dropout on the LoRA branch input.")
+    lora_r: int = _f(8, "LoRA rank r of the update B A.", bounds="[1, inf)")
+    lora_alpha: float = _f(16.0, "LoRA alpha (scale = alpha / r).", bounds="(0, inf)")
+    lora_dropout: float = _f(0.0, "Dropout on the LoRA branch input.", bounds="[0, 1)")
     lora_target_modules: list = _f(
         ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         "Module names LoRA wraps ('all-linear' as a one-item list for PEFT's shortcut).",
@@ -128,7 +132,8 @@ class LoraSettings:
 class SoftPromptSettings:
     """adapter.* keys of the soft prompt P shared by prompt tuning and DePT (methods/prompt_tuning.py, dept.py)."""
 
-    num_virtual_tokens: int = _f(100, "Soft-prompt length m (prompt_tuning, dept). DePT paper: 60 (PT baseline 100).")
+    num_virtual_tokens: int = _f(100, "Soft-prompt length m (prompt_tuning, dept). DePT paper: 60 (PT baseline 100).",
+                                 bounds="[0, inf)")
     prompt_init: Literal["random", "vocab", "text"] = _f(
         "text", "Soft-prompt init: uniform(-0.5, 0.5), embeddings of sampled vocabulary tokens, or a text's tokens."
     )
@@ -136,25 +141,29 @@ class SoftPromptSettings:
         "Classify this text is postive or not:",
         "Text whose token embeddings (repeated/truncated to m) initialise the prompt (the DePT reference's, sic).",
     )
-    prompt_learning_rate: float = _f(3e-1, "Learning rate of the soft prompt P (DePT: 3e-1 or 4e-1).")
+    prompt_learning_rate: float = _f(3e-1, "Learning rate of the soft prompt P (DePT: 3e-1 or 4e-1).",
+                                     bounds="(0, inf)")
 
 
 @dataclass
 class DePTSettings:
     """adapter.* keys of DePT's low-rank position-wise offset A B (methods/dept.py)."""
 
-    dept_rank: int = _f(30, "DePT rank r of the offset A (s x r) B (r x d); `posttrain dept-budget` matches PT's budget.")
+    dept_rank: int = _f(30, "DePT rank r of the offset A (s x r) B (r x d); `posttrain dept-budget` matches PT's budget.",
+                        bounds="[0, inf)")
     dept_max_length: int = _f(
-        0, "DePT offset length s (rows of A); 0 = data.max_length. Inputs may not have more real tokens than s."
+        0, "DePT offset length s (rows of A); 0 = data.max_length. Inputs may not have more real tokens than s.",
+        bounds="[0, inf)",
     )
-    dept_alpha: float = _f(8.0, "DePT scale alpha: the offset is (alpha / sqrt(r)) A B (reference: 8).")
+    dept_alpha: float = _f(8.0, "DePT scale alpha: the offset is (alpha / sqrt(r)) A B (reference: 8).",
+                           bounds="(0, inf)")
     offset_positions: Literal["real_tokens", "absolute"] = _f(
         "real_tokens",
         "Which offset row a token gets: real_tokens = its index among the example's non-padding tokens (padding-"
         "independent, allows dynamic padding); absolute = its padded position, as the DePT reference code does "
         "(combine with data.pad_to_max_length and data.padding_side=left to reproduce it).",
     )
-    offset_learning_rate: float = _f(1e-4, "Learning rate of DePT's A and B (DePT: 1e-4 to 5e-3).")
+    offset_learning_rate: float = _f(1e-4, "Learning rate of DePT's A and B (DePT: 1e-4 to 5e-3).", bounds="(0, inf)")
 
 
 @dataclass
@@ -200,38 +209,41 @@ class TaskConfig:
     test: Optional[str] = _f(
         "kshot:test", "Split scored after training (empty = none); its metrics go to final_metrics.json."
     )
-    seed: int = _f(13, "LM-BFF k-shot seed for kshot splits (13, 21, 42, 87, 100).")
+    seed: int = _f(13, "LM-BFF k-shot seed for kshot splits (13, 21, 42, 87, 100).", bounds="[0, 4294967295]")
     label_tokens: Literal["all", "first"] = _f(
         "all", "Multi-token label words: train and score all their tokens (summed log-prob) or the first only."
     )
-    max_eval_examples: Optional[int] = _f(None, "Score at most N held-out examples per evaluation (speed).")
-    max_test_examples: Optional[int] = _f(None, "Score at most N test examples (speed).")
+    max_eval_examples: Optional[int] = _f(None, "Score at most N held-out examples per evaluation (speed).",
+                                          bounds="[0, inf)")
+    max_test_examples: Optional[int] = _f(None, "Score at most N test examples (speed).", bounds="[0, inf)")
     data_root: Optional[str] = _f(None, "Data root for declared tasks (default: $POSTTRAIN_DATA or ../shared/data).")
 
 
 @dataclass
 class TrainConfig:
     output_dir: str = _f("runs/run", "Run directory: config, metadata, metrics.jsonl, plots, checkpoints.")
-    learning_rate: float = _f(2e-5, "Peak learning rate (IM paper: 2e-5).")
-    weight_decay: float = _f(0.0, "AdamW weight decay (IM paper: 0).")
-    adam_beta1: float = _f(0.9, "AdamW beta1 (first-moment decay).")
-    adam_beta2: float = _f(0.98, "AdamW beta2 (IM paper: 0.98; the reference code and torch use 0.999).")
-    adam_epsilon: float = _f(1e-6, "AdamW epsilon (IM paper: 1e-6; the reference code and torch use 1e-8).")
+    learning_rate: float = _f(2e-5, "Peak learning rate (IM paper: 2e-5).", bounds="(0, inf)")
+    weight_decay: float = _f(0.0, "AdamW weight decay (IM paper: 0).", bounds="[0, inf)")
+    adam_beta1: float = _f(0.9, "AdamW beta1 (first-moment decay).", bounds="[0, 1)")
+    adam_beta2: float = _f(0.98, "AdamW beta2 (IM paper: 0.98; the reference code and torch use 0.999).",
+                           bounds="[0, 1)")
+    adam_epsilon: float = _f(1e-6, "AdamW epsilon (IM paper: 1e-6; the reference code and torch use 1e-8).",
+                             bounds="(0, inf)")
     lr_scheduler: str = _f("linear", "transformers scheduler name (linear, cosine, constant_with_warmup, ...).")
-    warmup_ratio: float = _f(0.03, "Fraction of steps spent warming up linearly (IM paper: 0.03).")
-    per_device_batch_size: int = _f(4, "Examples per device per micro-batch.")
-    gradient_accumulation_steps: int = _f(1, "Micro-batches per optimizer step.")
-    num_epochs: float = _f(2.0, "Epochs (ignored when max_steps > 0).")
-    max_steps: int = _f(-1, "Optimizer steps; overrides num_epochs when > 0.")
-    max_grad_norm: float = _f(0.0, "Gradient clipping norm (0 = off, as the IM code).")
+    warmup_ratio: float = _f(0.03, "Fraction of steps spent warming up linearly (IM paper: 0.03).", bounds="[0, 1)")
+    per_device_batch_size: int = _f(4, "Examples per device per micro-batch.", bounds="[1, inf)")
+    gradient_accumulation_steps: int = _f(1, "Micro-batches per optimizer step.", bounds="[1, inf)")
+    num_epochs: float = _f(2.0, "Epochs (ignored when max_steps > 0).", bounds="[0, inf)")
+    max_steps: int = _f(-1, "Optimizer steps; overrides num_epochs when > 0.", bounds="[-1, inf)")
+    max_grad_norm: float = _f(0.0, "Gradient clipping norm (0 = off, as the IM code).", bounds="[0, inf)")
     packing: bool = _f(
         False,
         "Padding-free batching: each micro-batch's examples are concatenated into one row with restarting "
         "position ids (attention stays within each example).",
     )
     group_by_length: bool = _f(False, "Batch examples of similar length together (less padding).")
-    logging_steps: int = _f(1, "Log train loss every N steps.")
-    eval_steps: int = _f(0, "Evaluate held-out output loss every N steps (0 = only at the end).")
+    logging_steps: int = _f(1, "Log train loss every N steps.", bounds="[1, inf)")
+    eval_steps: int = _f(0, "Evaluate held-out output loss every N steps (0 = only at the end).", bounds="[0, inf)")
     eval_on_start: bool = _f(False, "Also evaluate before the first step (the starting model's held-out loss).")
     best_metric: str = _f(
         "",
@@ -240,11 +252,11 @@ class TrainConfig:
         "before the final evaluation, test scoring and saving: the LM-BFF/PCP protocol's best checkpoint on the dev "
         "set. Empty = keep the last weights. Needs train.eval_steps > 0.",
     )
-    save_steps: int = _f(0, "Checkpoint every N steps (0 = only at the end).")
-    save_total_limit: Optional[int] = _f(2, "Keep at most N checkpoints.")
-    seed: int = _f(42, "Training seed (data order, LoRA init, dropout).")
+    save_steps: int = _f(0, "Checkpoint every N steps (0 = only at the end).", bounds="[0, inf)")
+    save_total_limit: Optional[int] = _f(2, "Keep at most N checkpoints.", bounds="[1, inf)")
+    seed: int = _f(42, "Training seed (data order, LoRA init, dropout).", bounds="[0, 4294967295]")
     report_to: list = _f([], "Extra loggers: tensorboard, wandb (when installed).")
-    dataloader_num_workers: int = _f(0, "DataLoader workers.")
+    dataloader_num_workers: int = _f(0, "DataLoader workers.", bounds="[0, inf)")
     gradient_checkpointing: bool = _f(False, "Recompute activations in backward to save memory.")
     mixed_precision: Literal["none", "bf16", "fp16"] = _f(
         "none",
@@ -258,6 +270,7 @@ class TrainConfig:
         0.0,
         "NEFTune (Jain et al. 2024; the IM paper's baseline, alpha=5 in its code): uniform noise of scale "
         "alpha/sqrt(L*d) added to the input embeddings in training only; 0 = off. adapter.type full or lora.",
+        bounds="[0, inf)",
     )
     neftune_length: Literal["real_tokens", "padded"] = _f(
         "real_tokens",

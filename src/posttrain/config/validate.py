@@ -1,5 +1,6 @@
-"""Cross-field checks of a run configuration, run when a ``RunConfig`` is built (single values are checked by the
-typed coercion of ``config/fields.py``).
+"""Checks of a run configuration, run when a ``RunConfig`` is built: every number against the bounds its field
+declares (``help_field(..., bounds=...)``, one generic check, so a field added later cannot skip it), then the
+combinations of fields. Types are checked earlier, by the typed coercion of ``config/fields.py``.
 
 Checks that belong to one trainable-parameter method are that method's (``Method.validate`` and its capability
 flags, looked up in the registry), so no check here names a method.
@@ -8,6 +9,7 @@ flags, looked up in the registry), so no check here names a method.
 from __future__ import annotations
 
 from ..errors import ConfigError
+from .fields import check_bounds
 from ..registry import method_named
 
 
@@ -17,16 +19,14 @@ def _bad(key: str, msg: str):
 
 def validate(cfg) -> None:
     """Raise a one-line ``ConfigError("section.key: ...")`` for the first combination that cannot run."""
+    for section in ("model", "data", "loss", "adapter", "task", "train"):
+        check_bounds(getattr(cfg, section), f"{section}.")
     method = method_named(cfg.adapter.type)
     loss, train, data, task = cfg.loss, cfg.train, cfg.data, cfg.task
-    if not 0.0 <= loss.prompt_loss_weight <= 1.0:
-        _bad("loss.prompt_loss_weight", f"must be in [0, 1], got {loss.prompt_loss_weight}")
     if loss.mode != "instruction_and_output" and loss.prompt_loss_weight != 1.0:
         _bad("loss.prompt_loss_weight", "only applies to loss.mode=instruction_and_output")
     if loss.mode != "instruction_and_output" and loss.im_mask != "paper":
         _bad("loss.im_mask", "only applies to loss.mode=instruction_and_output")
-    if loss.kl_coef < 0:
-        _bad("loss.kl_coef", f"must be >= 0, got {loss.kl_coef}")
     if loss.kl_coef > 0 and method.kl_reference is None:
         _bad("loss.kl_coef", f"KL regularisation needs adapter.type full or lora (the reference is the starting "
              f"model), got {method.name}")
@@ -34,26 +34,13 @@ def validate(cfg) -> None:
         _bad("loss.kl_coef", f"KL regularisation applies to next-token objectives, not task.objective={task.objective}")
     if loss.kl_coef == 0 and loss.kl_form != "full":
         _bad("loss.kl_form", "only applies when loss.kl_coef > 0")
-    if train.neftune_alpha < 0:
-        _bad("train.neftune_alpha", f"must be >= 0, got {train.neftune_alpha}")
     if train.neftune_alpha > 0 and not method.noisy_embeddings:
         _bad("train.neftune_alpha", f"NEFTune noises the token embeddings: needs adapter.type full or lora, got "
              f"{method.name}")
     if train.neftune_alpha == 0 and train.neftune_length != "real_tokens":
         _bad("train.neftune_length", "only applies when train.neftune_alpha > 0")
-    if data.max_length < 8:
-        _bad("data.max_length", f"must be >= 8, got {data.max_length}")
-    if data.eval_size < 0:
-        _bad("data.eval_size", "must be >= 0")
     if data.eval_file and data.eval_size:
         _bad("data.eval_size", "set either data.eval_file or data.eval_size, not both")
-    for key in ("per_device_batch_size", "gradient_accumulation_steps", "logging_steps"):
-        if getattr(train, key) < 1:
-            _bad(f"train.{key}", "must be >= 1")
-    if train.learning_rate <= 0:
-        _bad("train.learning_rate", "must be > 0")
-    if not 0.0 <= train.warmup_ratio < 1.0:
-        _bad("train.warmup_ratio", "must be in [0, 1)")
     if train.max_steps <= 0 and train.num_epochs <= 0:
         _bad("train.max_steps", "set max_steps > 0 or num_epochs > 0")
     if train.best_metric and train.eval_steps <= 0:

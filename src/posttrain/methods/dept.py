@@ -47,8 +47,6 @@ def budget_table(prompt_length: int, s: int, d: int, prompt_lengths: list[int] |
 
 def _validate(cfg) -> None:
     a, data = cfg.adapter, cfg.data
-    if a.num_virtual_tokens < 0:
-        raise ConfigError("adapter.num_virtual_tokens: must be >= 1 for prompt_tuning (>= 0 for dept)")
     if a.dept_rank < 1:
         raise ConfigError("adapter.dept_rank: must be >= 1 for dept (r = 0 is prompt_tuning)")
     if a.dept_max_length and a.dept_max_length < data.max_length:

@@ -39,11 +39,6 @@ def _restore(final_dir, model_cfg, for_training: bool, num_labels: int | None):
     return PeftModel.from_pretrained(model, str(final_dir)).train(for_training), tokenizer
 
 
-def _validate(cfg) -> None:
-    if cfg.adapter.lora_r < 1:
-        raise ConfigError("adapter.lora_r: must be >= 1")
-
-
 def _describe(cfg) -> dict:
     a = cfg.adapter
     return {"r": a.lora_r, "alpha": a.lora_alpha, "dropout": a.lora_dropout, "target_modules": list(a.lora_target_modules)}
@@ -56,7 +51,6 @@ METHOD = Method(
     wrap=_wrap,
     weights_file="adapter_config.json",
     restore=_restore,
-    validate=_validate,
     describe=_describe,
     kl_reference="adapter_disabled",
     noisy_embeddings=True,
