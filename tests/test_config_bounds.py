@@ -97,3 +97,40 @@ def test_a_config_built_in_python_is_checked_too():
     with pytest.raises(ConfigError, match=r"train.adam_beta2: must be in \[0, 1\), got 1.5"):
         RunConfig(train=TrainConfig(adam_beta2=1.5))
     assert load_config(None, ["train.adam_beta2=0.999"]).train.adam_beta2 == 0.999
+
+
+# The configs of multi-run recipes and their parts: the same declaration and the same check.
+from posttrain.config import build_dataclass  # noqa: E402
+from posttrain.methods.self_training import SelfTrainingConfig  # noqa: E402
+from posttrain.methods.text_augment import AugmentConfig  # noqa: E402
+from posttrain.pipelines.continued_pretraining import ContinuedPretrainingConfig  # noqa: E402
+from posttrain.pipelines.pcp_config import PCPConfig  # noqa: E402
+
+OTHER_CONFIGS = {  # class -> the keys it needs to be built at all
+    SelfTrainingConfig: {"recipe": "r.yaml"},
+    AugmentConfig: {},
+    ContinuedPretrainingConfig: {},
+    PCPConfig: {"teacher_recipe": "t.yaml", "final_recipe": "f.yaml"},
+}
+
+
+def other_fields():
+    for cls, needed in OTHER_CONFIGS.items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if numeric_type(hints[f.name]) is not None:
+                yield cls, needed, f, numeric_type(hints[f.name])
+
+
+def test_every_numeric_field_of_the_other_configs_declares_its_bounds():
+    missing = [f"{cls.__name__}.{f.name}" for cls, _, f, _ in other_fields() if "bounds" not in f.metadata]
+    assert not missing, f"numeric config fields without bounds=...: {missing}"
+
+
+@pytest.mark.parametrize("cls,needed,name,value", [
+    pytest.param(cls, needed, f.name, value, id=f"{cls.__name__}.{f.name}={value}")
+    for cls, needed, f, kind in other_fields() for value in out_of_range(f.metadata["bounds"], kind)])
+def test_an_out_of_range_value_of_the_other_configs_is_refused(cls, needed, name, value):
+    shown = "augment." if cls is AugmentConfig else ""  # it is always the augment: section of a self-training file
+    with pytest.raises(ConfigError, match=rf"^f\.yaml: {shown}{name}: must be"):
+        build_dataclass(cls, {**needed, name: value}, "f.yaml")

@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import help_field as _f
+from ..config.fields import check_bounds
 from ..errors import ConfigError
 from .text_augment import AugmentConfig, augment_example
 
@@ -60,18 +61,21 @@ class SelfTrainingConfig:
         "fixmatch", "pseudo_label: the target and the trained prediction are both on the weak view (Lee 2013); "
         "fixmatch: the weak view's pseudo-label trains the strong view's prediction (Sohn et al. 2020).")
     p_cutoff: float = _f(0.95, "Confidence threshold tau: an unlabelled example counts when max_c p(c | weak view) "
-                         ">= tau (USB: 0.95).")
-    lambda_u: float = _f(1.0, "Weight of the unlabelled loss (USB: 1.0).")
-    uratio: int = _f(1, "Unlabelled examples per labelled example in a batch (mu; USB text configs: 1).")
+                         ">= tau (USB: 0.95).", bounds="[0, 1]")
+    lambda_u: float = _f(1.0, "Weight of the unlabelled loss (USB: 1.0).", bounds="[0, inf)")
+    uratio: int = _f(1, "Unlabelled examples per labelled example in a batch (mu; USB text configs: 1).",
+                     bounds="[1, inf)")
     hard_label: bool = _f(True, "Hard pseudo-labels (argmax, USB's use_hard_label); false: soft targets "
                           "softmax(s / temperature).")
-    temperature: float = _f(0.5, "T of the soft targets (only with hard_label: false; USB: 0.5).")
+    temperature: float = _f(0.5, "T of the soft targets (only with hard_label: false; USB: 0.5).", bounds="(0, inf)")
     unsup_warmup: float = _f(0.0, "Fraction of train.max_steps over which lambda_u ramps up linearly from 0 (0 = "
-                             "none; USB's PseudoLabel uses 0.4, FixMatch none).")
+                             "none; USB's PseudoLabel uses 0.4, FixMatch none).", bounds="[0, 1]")
     unlabeled: str = _f("pool:train", "Unlabelled split as source:split of the recipe's task (gold labels, if any, "
                         "are only used to report pseudo-label accuracy).")
-    max_unlabeled: Optional[int] = _f(None, "Use a seeded subset of at most N unlabelled examples (CPU runs).")
-    unlabeled_seed: int = _f(42, "Seed of that subset; the stream order and the views use train.seed.")
+    max_unlabeled: Optional[int] = _f(None, "Use a seeded subset of at most N unlabelled examples (CPU runs).",
+                                      bounds="[1, inf)")
+    unlabeled_seed: int = _f(42, "Seed of that subset; the stream order and the views use train.seed.",
+                             bounds="[0, 4294967295]")
     augment: AugmentConfig = field(default_factory=AugmentConfig,
                                    metadata={"help": "Weak/strong views (methods/text_augment.py; EDA-style, "
                                              "offline substitute for back-translation)."})
@@ -80,20 +84,9 @@ class SelfTrainingConfig:
     def __post_init__(self):
         if not self.recipe:
             raise ConfigError("recipe: required (a RunConfig YAML with task.objective: verbalizer)")
-        if not 0.0 <= self.p_cutoff <= 1.0:
-            raise ConfigError(f"p_cutoff: must be in [0, 1], got {self.p_cutoff}")
-        if self.lambda_u < 0:
-            raise ConfigError(f"lambda_u: must be >= 0, got {self.lambda_u}")
-        if self.uratio < 1:
-            raise ConfigError(f"uratio: must be >= 1, got {self.uratio}")
-        if self.temperature <= 0:
-            raise ConfigError(f"temperature: must be > 0, got {self.temperature}")
-        if not 0.0 <= self.unsup_warmup <= 1.0:
-            raise ConfigError(f"unsup_warmup: must be in [0, 1], got {self.unsup_warmup}")
+        check_bounds(self)
         if self.unlabeled.count(":") != 1:
             raise ConfigError(f"unlabeled: expected source:split such as pool:train, got {self.unlabeled!r}")
-        if self.max_unlabeled is not None and self.max_unlabeled < 1:
-            raise ConfigError("max_unlabeled: must be >= 1 (or empty for the whole split)")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..config import help_field as _f
-from ..errors import ConfigError
+from ..config.fields import check_bounds
 
 TEXT_FIELDS = ("text_a", "text_b")
 
@@ -46,18 +46,17 @@ class AugmentConfig:
     weak: Literal["identity", "word_dropout"] = _f(
         "identity", "Weak view: identity (the text itself, as USB) or word_dropout (each word dropped with "
         "probability weak_dropout).")
-    weak_dropout: float = _f(0.1, "weak=word_dropout: probability of dropping each word.")
-    strong_deletion: float = _f(0.1, "Strong view, EDA random deletion: probability of dropping each word (0 = off).")
+    weak_dropout: float = _f(0.1, "weak=word_dropout: probability of dropping each word.", bounds="[0, 1)")
+    strong_deletion: float = _f(0.1, "Strong view, EDA random deletion: probability of dropping each word (0 = off).",
+                                bounds="[0, 1)")
     strong_swap: float = _f(0.1, "Strong view, EDA random swap: max(1, floor(rate * words)) swaps of two random "
-                            "words (0 = off).")
+                            "words (0 = off).", bounds="[0, 1)")
     strong_insertion: float = _f(0.1, "Strong view, EDA random insertion without WordNet: max(1, floor(rate * "
-                                 "words)) copies of random in-sentence words inserted at random positions (0 = off).")
+                                 "words)) copies of random in-sentence words inserted at random positions (0 = off).",
+        bounds="[0, 1)")
 
     def __post_init__(self):
-        for key in ("weak_dropout", "strong_deletion", "strong_swap", "strong_insertion"):
-            value = getattr(self, key)
-            if not 0.0 <= value < 1.0:
-                raise ConfigError(f"augment.{key}: must be in [0, 1), got {value}")
+        check_bounds(self, "augment.")
 
 
 def view_rng(seed: int, key, epoch: int, view: str) -> random.Random:

@@ -43,6 +43,7 @@ from ..callbacks import MetricsCallback
 from ..checkpointing import AtomicCheckpoints, save_final_model
 from ..checkpointing import step_of as _step_of
 from ..config import help_field as _f
+from ..config.fields import check_bounds
 from ..errors import ConfigError, DataError
 from ..config import ModelConfig, write_config
 from ..config import RunConfig, TrainConfig
@@ -68,54 +69,46 @@ class ContinuedPretrainingConfig:
     train_file: Optional[str] = _f(None, "Corpus, one example per line (UTF-8 text; blank lines skipped).")
     eval_file: Optional[str] = _f(None, "Held-out corpus in the same format (PCP: the templated dev pool).")
     output_dir: str = _f("runs/cpt", "Run directory: config, metrics.jsonl, loss plot, checkpoints/, best/.")
-    max_length: int = _f(512, "Truncate lines to this many tokens (reference: none, i.e. RoBERTa's 512).")
-    mlm_probability: float = _f(0.15, "Fraction of non-special tokens selected for MLM (PCP/TAPT: 0.15).")
-    mask_replace_prob: float = _f(0.8, "Of the selected tokens, fraction replaced by the mask token (BERT: 0.8).")
-    random_replace_prob: float = _f(0.1, "Of the selected tokens, fraction replaced by a random token (BERT: 0.1).")
+    max_length: int = _f(512, "Truncate lines to this many tokens (reference: none, i.e. RoBERTa's 512).",
+                         bounds="[8, inf)")
+    mlm_probability: float = _f(0.15, "Fraction of non-special tokens selected for MLM (PCP/TAPT: 0.15).",
+                                bounds="(0, 1)")
+    mask_replace_prob: float = _f(0.8, "Of the selected tokens, fraction replaced by the mask token (BERT: 0.8).",
+                                  bounds="[0, 1]")
+    random_replace_prob: float = _f(0.1, "Of the selected tokens, fraction replaced by a random token (BERT: 0.1).",
+                                    bounds="[0, 1]")
     learning_rate: float = _f(1e-4, "Peak learning rate (PCP/TAPT run_mlm: 1e-4; the PCP README advises lower "
-                              "for small corpora).")
-    adam_beta1: float = _f(0.9, "AdamW beta1 (PCP/TAPT: 0.9).")
-    adam_beta2: float = _f(0.98, "AdamW beta2 (PCP/TAPT: 0.98).")
-    adam_epsilon: float = _f(1e-6, "AdamW epsilon (PCP/TAPT: 1e-6).")
-    weight_decay: float = _f(0.01, "AdamW weight decay (PCP/TAPT: 0.01).")
-    warmup_ratio: float = _f(0.06, "Fraction of steps with linear warmup (PCP/TAPT: 0.06).")
+                              "for small corpora).", bounds="(0, inf)")
+    adam_beta1: float = _f(0.9, "AdamW beta1 (PCP/TAPT: 0.9).", bounds="[0, 1)")
+    adam_beta2: float = _f(0.98, "AdamW beta2 (PCP/TAPT: 0.98).", bounds="[0, 1)")
+    adam_epsilon: float = _f(1e-6, "AdamW epsilon (PCP/TAPT: 1e-6).", bounds="(0, inf)")
+    weight_decay: float = _f(0.01, "AdamW weight decay (PCP/TAPT: 0.01).", bounds="[0, inf)")
+    warmup_ratio: float = _f(0.06, "Fraction of steps with linear warmup (PCP/TAPT: 0.06).", bounds="[0, 1)")
     lr_scheduler: str = _f("linear", "transformers scheduler name (run_mlm default: linear decay to 0).")
-    max_grad_norm: float = _f(1.0, "Gradient clipping norm (run_mlm default 1.0; 0 = off).")
-    per_device_batch_size: int = _f(16, "Lines per micro-batch (PCP: 16).")
-    gradient_accumulation_steps: int = _f(8, "Micro-batches per optimizer step (PCP: 8, i.e. 128 lines a step).")
-    num_epochs: float = _f(100.0, "Epochs over the corpus (PCP/TAPT: 100); ignored when max_steps > 0.")
-    max_steps: int = _f(-1, "Optimizer steps; overrides num_epochs when > 0.")
-    eval_steps: int = _f(500, "Held-out loss and a checkpoint every N steps, and at the last step (PCP: 500).")
+    max_grad_norm: float = _f(1.0, "Gradient clipping norm (run_mlm default 1.0; 0 = off).", bounds="[0, inf)")
+    per_device_batch_size: int = _f(16, "Lines per micro-batch (PCP: 16).", bounds="[1, inf)")
+    gradient_accumulation_steps: int = _f(8, "Micro-batches per optimizer step (PCP: 8, i.e. 128 lines a step).",
+                                          bounds="[1, inf)")
+    num_epochs: float = _f(100.0, "Epochs over the corpus (PCP/TAPT: 100); ignored when max_steps > 0.",
+                           bounds="[0, inf)")
+    max_steps: int = _f(-1, "Optimizer steps; overrides num_epochs when > 0.", bounds="[-1, inf)")
+    eval_steps: int = _f(500, "Held-out loss and a checkpoint every N steps, and at the last step (PCP: 500).",
+                         bounds="[1, inf)")
     eval_on_start: bool = _f(True, "Also measure the held-out loss before the first step (the starting model).")
-    save_total_limit: Optional[int] = _f(2, "Keep at most N checkpoints (the best one is always kept).")
-    logging_steps: int = _f(10, "Log the training loss every N steps.")
-    seed: int = _f(42, "Seed of data order and masking (the held-out masks use seed + 1).")
+    save_total_limit: Optional[int] = _f(2, "Keep at most N checkpoints (the best one is always kept).",
+                                         bounds="[1, inf)")
+    logging_steps: int = _f(10, "Log the training loss every N steps.", bounds="[1, inf)")
+    seed: int = _f(42, "Seed of data order and masking (the held-out masks use seed + 1).", bounds="[0, 4294967295]")
     progress: bool = _f(True, "Show tqdm progress bars.")
     mixed_precision: Literal["none", "bf16", "fp16"] = _f(
         "none", "Autocast precision of forward passes, as train.mixed_precision of a run (bf16, fp16 on CUDA, none).")
 
     def __post_init__(self):
-        def bad(key, msg):
-            raise ConfigError(f"{key}: {msg}")
-
-        if self.max_length < 8:
-            bad("max_length", f"must be >= 8, got {self.max_length}")
-        if not 0.0 < self.mlm_probability < 1.0:
-            bad("mlm_probability", f"must be in (0, 1), got {self.mlm_probability}")
-        for key in ("mask_replace_prob", "random_replace_prob"):
-            if not 0.0 <= getattr(self, key) <= 1.0:
-                bad(key, f"must be in [0, 1], got {getattr(self, key)}")
+        check_bounds(self)
         if self.mask_replace_prob + self.random_replace_prob > 1.0:
-            bad("random_replace_prob", "mask_replace_prob + random_replace_prob must be <= 1")
-        if self.learning_rate <= 0:
-            bad("learning_rate", "must be > 0")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            bad("warmup_ratio", "must be in [0, 1)")
-        for key in ("per_device_batch_size", "gradient_accumulation_steps", "eval_steps", "logging_steps"):
-            if getattr(self, key) < 1:
-                bad(key, "must be >= 1")
+            raise ConfigError("random_replace_prob: mask_replace_prob + random_replace_prob must be <= 1")
         if self.max_steps <= 0 and self.num_epochs <= 0:
-            bad("max_steps", "set max_steps > 0 or num_epochs > 0")
+            raise ConfigError("max_steps: set max_steps > 0 or num_epochs > 0")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Literal, Optional
 from ..config import build_dataclass as _build
 from ..config import help_field as _f
 from ..config import read_yaml_file, set_dotted
+from ..config.fields import check_bounds
 from ..errors import ConfigError
 from .continued_pretraining import ContinuedPretrainingConfig
 from ..config import load_config
@@ -25,7 +26,8 @@ class PCPConfig:
     task: str = _f("SST-2", "Declared task (`posttrain tasks list`) or a task YAML; forced into both recipes.")
     data_root: Optional[str] = _f(None, "Data root ($POSTTRAIN_DATA or ../shared/data when empty); forced into "
                                   "both recipes.")
-    seed: int = _f(13, "LM-BFF k-shot seed (13, 21, 42, 87, 100); forced into both recipes as task.seed.")
+    seed: int = _f(13, "LM-BFF k-shot seed (13, 21, 42, 87, 100); forced into both recipes as task.seed.",
+                   bounds="[0, 4294967295]")
     output_dir: str = _f("runs/pcp", "Pipeline directory: stage<N>_*/ folders, stage<N>.done.json, summary.json.")
     teacher_recipe: Optional[str] = _f(None, "Stage 1: RunConfig YAML of the prompt-FT teacher on the k-shot set "
                                        "(relative to the current directory, else to this file). PCP only.")
@@ -36,18 +38,21 @@ class PCPConfig:
     final_recipe: Optional[str] = _f(None, "Stage 5: RunConfig YAML of the final fine-tuning (prompt-FT or CLS-FT); "
                                      "empty = the teacher recipe. Its model is also the CPT model by default.")
     final_overrides: list = _f([], "Stage 5: section.key=value overrides (model.name_or_path is set to stage 4).")
-    max_pool_train: Optional[int] = _f(None, "Use a seeded subset of at most N texts of the train pool (CPU runs).")
-    max_pool_dev: Optional[int] = _f(None, "Use a seeded subset of at most N texts of the dev pool (CPU runs).")
-    pool_seed: int = _f(42, "Seed of the pool subsets (the same texts for PCP and TAPT).")
+    max_pool_train: Optional[int] = _f(None, "Use a seeded subset of at most N texts of the train pool (CPU runs).",
+                                       bounds="[1, inf)")
+    max_pool_dev: Optional[int] = _f(None, "Use a seeded subset of at most N texts of the dev pool (CPU runs).",
+                                     bounds="[1, inf)")
+    pool_seed: int = _f(42, "Seed of the pool subsets (the same texts for PCP and TAPT).", bounds="[0, 4294967295]")
     corpus: Literal["hard", "soft"] = _f("hard", "PCP corpus layout: hard = the task's template with the pseudo-"
                                          "label word; soft = '<x> It was <word>' / '<x1> <word> , <x2>' (DART).")
-    label_batch_size: int = _f(32, "Stage 2: texts per scoring batch.")
+    label_batch_size: int = _f(32, "Stage 2: texts per scoring batch.", bounds="[1, inf)")
     cpt: ContinuedPretrainingConfig = field(
         default_factory=ContinuedPretrainingConfig,
         metadata={"help": "Stage 4: continued pre-training (pipelines/continued_pretraining.py); train_file, eval_file "
                   "and output_dir are set by the pipeline."})
 
     def __post_init__(self):
+        check_bounds(self)
         if self.method == "pcp" and not (self.teacher_recipe or self.teacher_run):
             raise ConfigError("teacher_recipe: required for PCP (the prompt-FT recipe of stage 1), unless "
                               "teacher_run names a trained teacher")
@@ -57,9 +62,6 @@ class PCPConfig:
             raise ConfigError("final_recipe: TAPT has no teacher; name the fine-tuning recipe as final_recipe")
         if not (self.final_recipe or self.teacher_recipe):
             raise ConfigError("final_recipe: required (the fine-tuning recipe of stage 5)")
-        for key in ("max_pool_train", "max_pool_dev"):
-            if getattr(self, key) is not None and getattr(self, key) < 1:
-                raise ConfigError(f"{key}: must be >= 1 (or empty for the whole pool)")
         for key in ("train_file", "eval_file"):
             if getattr(self.cpt, key):
                 raise ConfigError(f"cpt.{key}: set by the pipeline (stage3_corpus/); remove it")
