@@ -144,3 +144,27 @@ def test_a_run_killed_before_its_first_checkpoint_can_start_again(tmp_path, tiny
     assert (tmp_path / "run" / "checkpoints" / "checkpoint-1" / "trainer_state.json").is_file()
     assert not [p for p in (tmp_path / "run").rglob(".tmp-*")]
     assert not [p for p in (tmp_path / "run").glob(".*.tmp")]
+
+
+@pytest.mark.parametrize("damaged_file", ["model.safetensors", "optimizer.pt"])
+def test_resume_skips_a_damaged_last_checkpoint(tmp_path, tiny_model_dir, capsys, damaged_file):
+    """A last checkpoint cut short (a full disk, a copy interrupted) is skipped with a one-line warning; the run
+    resumes from the checkpoint before it and ends with the weights of an uninterrupted run."""
+    from posttrain.callbacks import StopAtStepCallback
+
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    short = ["train.max_steps=4"]
+    _train_one_thread(load_config(None, _overrides(tmp_path, tiny_model_dir, "whole") + short))
+    reference = load_file(str(tmp_path / "whole" / "final" / "model.safetensors"))
+    cut = load_config(None, _overrides(tmp_path, tiny_model_dir, "cut") + short)
+    _train_one_thread(cut, callbacks=[StopAtStepCallback(3)])
+    checkpoints = tmp_path / "cut" / "checkpoints"
+    target = checkpoints / "checkpoint-3" / damaged_file
+    target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
+    capsys.readouterr()
+    assert last_checkpoint(tmp_path / "cut") == checkpoints / "checkpoint-2"
+    assert f"skipping damaged checkpoint {checkpoints / 'checkpoint-3'} ({damaged_file}" in capsys.readouterr().err
+    _train_one_thread(cut, resume=True)
+    weights = load_file(str(tmp_path / "cut" / "final" / "model.safetensors"))
+    for key in reference:
+        assert torch.allclose(weights[key], reference[key], atol=1e-6, rtol=0), key

@@ -100,10 +100,48 @@ def complete_checkpoints(run_dir: Path) -> list[Path]:
     return [path for _, path in sorted(found)]
 
 
+def damage(checkpoint: Path) -> str | None:
+    """Why a complete-looking checkpoint cannot be loaded, or None: a safetensors file shorter than its header
+    says (a save cut short, a disk that filled), a torch file whose zip directory is gone, unreadable trainer
+    state. Reads headers only, not the tensors."""
+    import json
+    import zipfile
+
+    checkpoint = Path(checkpoint)
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return "trainer_state.json is not readable JSON"
+    for path in sorted(checkpoint.glob("*.safetensors")):
+        size = path.stat().st_size
+        try:
+            with open(path, "rb") as handle:
+                header_length = int.from_bytes(handle.read(8), "little")
+                header = json.loads(handle.read(header_length)) if 8 + header_length <= size else None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            header = None
+        if header is None:
+            return f"{path.name} has no readable header ({size} bytes)"
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        if 8 + header_length + end > size:
+            return f"{path.name} is cut short ({size} of {8 + header_length + end} bytes)"
+    for path in sorted(checkpoint.glob("*.pt")) + sorted(checkpoint.glob("*.pth")):
+        if not zipfile.is_zipfile(path):
+            return f"{path.name} is not a complete torch file"
+    return None
+
+
 def last_checkpoint(run_dir: Path) -> Path | None:
-    """The latest complete checkpoint of a run (None when there is none)."""
-    found = complete_checkpoints(run_dir)
-    return found[-1] if found else None
+    """The latest complete checkpoint of a run that loads (None when there is none). A later damaged one is
+    skipped with a one-line warning on stderr, so ``--resume`` continues from the last good checkpoint."""
+    import sys
+
+    for checkpoint in reversed(complete_checkpoints(run_dir)):
+        reason = damage(checkpoint)
+        if reason is None:
+            return checkpoint
+        print(f"posttrain: skipping damaged checkpoint {checkpoint} ({reason})", file=sys.stderr)
+    return None
 
 
 def save_final_model(trainer, directory: Path) -> None:
