@@ -145,6 +145,29 @@ def _overlong(env: Env) -> list[str]:
     return env.train(f"data.train_file={env.jsonl('long.jsonl', rows)}", "data.overlong=drop")
 
 
+def _copied_model(env: Env, name: str) -> Path:
+    import shutil
+
+    folder = env.tmp / name
+    shutil.copytree(env.model, folder)
+    return folder
+
+
+def _truncated_weights(env: Env) -> list[str]:
+    folder = _copied_model(env, "cut-model")
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    return env.train(f"model.name_or_path={folder}")
+
+
+def _config_weights_mismatch(env: Env) -> list[str]:
+    folder = _copied_model(env, "wide-model")
+    config = json.loads((folder / "config.json").read_text())
+    config["intermediate_size"] = config["intermediate_size"] * 2
+    (folder / "config.json").write_text(json.dumps(config))
+    return env.train(f"model.name_or_path={folder}")
+
+
 def _pickle_only_dir(env: Env) -> list[str]:
     import torch
 
@@ -442,6 +465,10 @@ CASES: list[Case] = [
          ("./no/such/model", "no such file or directory"), nothing_written=True),
     Case("model-pickle-only", "model path", "a model directory with `pytorch_model.bin` only", _pickle_only_dir,
          ("pickled", "refusing pickle weights pytorch_model.bin", "safetensors"), nothing_written=True),
+    Case("model-truncated-weights", "model path", "a model directory whose `model.safetensors` is cut in half",
+         _truncated_weights, ("cut-model/model.safetensors", "damaged weights file", "cut short"), nothing_written=True),
+    Case("model-config-mismatch", "model path", "a model directory whose config.json doubles `intermediate_size`",
+         _config_weights_mismatch, ("wide-model", "cannot load model directory"), nothing_written=True),
     Case("model-not-gguf", "model path", "`model.name_or_path=weights.txt` (a file that is not .gguf)",
          lambda e: e.train(f"model.name_or_path={e.write('weights.txt', 'not a model')}"),
          ("weights.txt", "expected a .gguf file or a model directory"), nothing_written=True),

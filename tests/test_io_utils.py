@@ -36,3 +36,21 @@ def test_remove_stale_temp_files_removes_only_killed_writes(tmp_path):
     assert remove_stale_temp_files(tmp_path) == [tmp_path / os.path.basename(killed)]
     assert all(p.exists() for p in keep) and nested.exists() and (tmp_path / ".dir.x.tmp").is_dir()
     assert remove_stale_temp_files(tmp_path / "missing") == []
+
+
+def test_safetensors_damage_reads_the_header_only(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from posttrain.io_utils import safetensors_damage
+
+    path = tmp_path / "w.safetensors"
+    save_file({"a": torch.zeros(4, 8), "b": torch.ones(3)}, str(path))
+    assert safetensors_damage(path) is None
+    whole = path.read_bytes()
+    path.write_bytes(whole[:-5])
+    assert safetensors_damage(path) == f"cut short ({len(whole) - 5} of {len(whole)} bytes)"
+    path.write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00{nope")
+    assert safetensors_damage(path).startswith("no readable safetensors header")
+    path.write_bytes(whole[:6])
+    assert safetensors_damage(path) == "no readable safetensors header (6 bytes)"

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from . import distributed
+from .io_utils import safetensors_damage
 
 
 class AtomicCheckpoints:
@@ -113,18 +114,9 @@ def damage(checkpoint: Path) -> str | None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return "trainer_state.json is not readable JSON"
     for path in sorted(checkpoint.glob("*.safetensors")):
-        size = path.stat().st_size
-        try:
-            with open(path, "rb") as handle:
-                header_length = int.from_bytes(handle.read(8), "little")
-                header = json.loads(handle.read(header_length)) if 8 + header_length <= size else None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            header = None
-        if header is None:
-            return f"{path.name} has no readable header ({size} bytes)"
-        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
-        if 8 + header_length + end > size:
-            return f"{path.name} is cut short ({size} of {8 + header_length + end} bytes)"
+        reason = safetensors_damage(path)
+        if reason:
+            return f"{path.name}: {reason}"
     for path in sorted(checkpoint.glob("*.pt")) + sorted(checkpoint.glob("*.pth")):
         if not zipfile.is_zipfile(path):
             return f"{path.name} is not a complete torch file"

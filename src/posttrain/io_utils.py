@@ -87,3 +87,23 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
         handle.write(json.dumps(record, sort_keys=True, default=str) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def safetensors_damage(path: str | os.PathLike) -> str | None:
+    """Why a safetensors file cannot load, from its header alone, or None: no readable header, or fewer bytes
+    than the header's tensors need (a copy or a save cut short)."""
+    path = Path(path)
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as handle:
+            header_length = int.from_bytes(handle.read(8), "little")
+            header = json.loads(handle.read(header_length)) if 8 + header_length <= size else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        header = None
+    if not isinstance(header, dict):
+        return f"no readable safetensors header ({size} bytes)"
+    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__" and isinstance(t, dict)),
+              default=0)
+    if 8 + header_length + end > size:
+        return f"cut short ({size} of {8 + header_length + end} bytes)"
+    return None

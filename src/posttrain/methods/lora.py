@@ -7,7 +7,10 @@ posttrain adds nothing to PEFT's implementation: this file only maps the ``adapt
 
 from __future__ import annotations
 
-from ..errors import ConfigError
+from pathlib import Path
+
+from ..errors import ConfigError, ModelLoadError
+from ..io_utils import safetensors_damage
 from ..models import load_model_and_tokenizer
 from ..registry import Method
 
@@ -35,6 +38,10 @@ def _restore(final_dir, model_cfg, for_training: bool, num_labels: int | None):
     """A finished LoRA run's ``final/`` is a PEFT adapter, loaded onto the run's base model."""
     from peft import PeftModel
 
+    for weights in sorted(Path(final_dir).glob("*.safetensors")):
+        reason = safetensors_damage(weights)
+        if reason:
+            raise ModelLoadError(f"{weights}: damaged adapter file, {reason}")
     model, tokenizer = load_model_and_tokenizer(model_cfg, for_training=for_training, num_labels=num_labels)
     return PeftModel.from_pretrained(model, str(final_dir)).train(for_training), tokenizer
 

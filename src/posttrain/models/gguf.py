@@ -17,6 +17,7 @@ import importlib.util
 import json
 import os
 import shutil
+import struct
 import sys
 import tempfile
 from pathlib import Path
@@ -76,7 +77,7 @@ def _load_gguf_direct(gguf_path: Path):
     try:
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
+    except (OSError, ValueError, KeyError, RuntimeError, struct.error) as err:  # struct: a file cut short
         raise ModelLoadError(f"{gguf_path}: cannot read as a GGUF model ({first_line(err)})") from None
     return model, tokenizer
 

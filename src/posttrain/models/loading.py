@@ -25,6 +25,7 @@ from pathlib import Path
 from ..attention import choose, register
 from ..config import ModelConfig
 from ..errors import ModelLoadError, first_line
+from ..io_utils import safetensors_damage
 from .gguf import default_gguf_path, ensure_converted
 
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -121,13 +122,20 @@ def _load_local_dir(folder: Path, cfg: ModelConfig, *, label: str | None = None,
             return _load_local_dir(ensure_converted(ggufs[0]), cfg, label=str(ggufs[0]), num_labels=num_labels)
         hint = "set model.gguf_file to pick one of its .gguf files" if ggufs else "expected *.safetensors weights"
         raise ModelLoadError(f"{folder}: no model weights found; {hint}")
+    for weights in sorted(folder.glob("*.safetensors")):  # a damaged file: one line naming it, not a traceback
+        reason = safetensors_damage(weights)
+        if reason:
+            raise ModelLoadError(f"{weights}: damaged weights file, {reason}")
     try:
         model_class = _model_class(str(folder), cfg, {"local_files_only": True})
         model = model_class.from_pretrained(str(folder), use_safetensors=True, local_files_only=True,
                                             **_common_kwargs(cfg), **_head_kwargs(cfg, num_labels))
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True,
                                                   trust_remote_code=cfg.trust_remote_code)
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        if "mismatched_sizes" in str(err) or "size mismatch" in str(err):
+            raise ModelLoadError(f"{label}: cannot load model directory (a weight's shape in *.safetensors does not "
+                                 "match what config.json describes)") from None
         raise ModelLoadError(f"{label}: cannot load model directory ({first_line(err)})") from None
     return model, tokenizer
 
