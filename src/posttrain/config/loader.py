@@ -163,7 +163,7 @@ def read_yaml_file(path, kind: str = "config"):
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        raise ConfigError(f"{path}: not valid UTF-8 (byte {err.start})") from None
     return parse_yaml(text, str(path)) or {}
 
 

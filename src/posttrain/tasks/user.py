@@ -39,7 +39,7 @@ from importlib import resources
 from pathlib import Path
 
 
-from ..config.loader import parse_yaml
+from ..config.loader import parse_yaml, read_yaml_file
 from ..errors import ConfigError
 from .spec import Task, task_from_dict
 
@@ -51,20 +51,10 @@ def normalize_name(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", str(name).lower())
 
 
-def _read_yaml(text: str, source: str):
-    return parse_yaml(text, source)
-
-
 def load_task_file(path: str | Path) -> Task:
     """Load one task declared in a YAML file; relative data folders are resolved against the file's folder."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: task file not found")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not valid UTF-8 (byte {err.start})") from None
-    raw = _read_yaml(text, str(path))
+    raw = read_yaml_file(path, "task")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of task keys (name, kind, labels, verbalizer, template, ...), "
                           f"got {type(raw).__name__}")
@@ -98,7 +88,7 @@ def _extended(raw: dict, where: str) -> dict:
 def _builtin_raw() -> list[dict]:
     """The entries of builtin.yaml as parsed (``_extended`` copies them; ``_builtin`` checks and builds them)."""
     source = resources.files(__package__).joinpath(BUILTIN_FILE)
-    return _read_yaml(source.read_text(encoding="utf-8"), f"posttrain/tasks/{BUILTIN_FILE}")["tasks"]
+    return parse_yaml(source.read_text(encoding="utf-8"), f"posttrain/tasks/{BUILTIN_FILE}")["tasks"]
 
 
 @lru_cache(maxsize=1)
