@@ -27,14 +27,13 @@ from transformers import Trainer, TrainerCallback
 from . import attention, distributed
 from .best_weights import BestWeightsCallback
 from .checkpointing import (AtomicCheckpoints, clear_run, complete_checkpoints, last_checkpoint,  # noqa: F401
-                            run_contents, save_final_model)
-from .checkpointing import step_of as _step_of
+                            run_contents, save_final_model, step_of as _step_of)
 from .callbacks import MetricsCallback, NonFiniteGuardCallback, StopAtStepCallback
 from .config import RunConfig, write_config
 from .data.sft import SFTCollator
 from .errors import ConfigError
 from .io_utils import atomic_write_json, atomic_write_text, remove_stale_temp_files
-from .losses import token_nll, weighted_nll_sum
+from .losses import target_positions, token_nll, weighted_nll_sum
 from .methods import kl_regularisation, neftune
 from .methods.objectives import OBJECTIVES
 from .models.families import model_kind
@@ -42,7 +41,6 @@ from .registry import method_named
 from .run_data import prepare_data, read_rows
 from .run_meta import run_metadata
 from .training_args import mixed_precision_arguments, training_arguments
-from .losses import target_positions
 from .tasks import get_task
 
 

@@ -23,7 +23,7 @@ from .config import ModelConfig, load_config
 from .data.chat import generation_prompt, resolve_template
 from .errors import ModelLoadError
 from .models import load_model_and_tokenizer
-from .registry import registered
+from .registry import METHODS
 
 
 def is_run_dir(path: str | Path) -> bool:
@@ -39,7 +39,7 @@ def load_run(run_dir: str | Path, model_cfg: ModelConfig, *, for_training: bool 
     if not is_run_dir(run_dir):
         raise ModelLoadError(f"{run_dir}: run directory has no final/ weights (did the run finish?)")
     final = Path(run_dir) / "final"
-    methods = registered().values()
+    methods = METHODS.values()
     marked = [m for m in methods if m.weights_file and (final / m.weights_file).is_file()]
     method = marked[0] if marked else next(m for m in methods if m.weights_file is None)
     return method.restore(final, model_cfg, for_training, num_labels)

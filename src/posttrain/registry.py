@@ -11,11 +11,10 @@ one line in ``methods/__init__.py``.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 
 FAMILIES = ("causal", "seq2seq", "encoder")  # models.families.model_kind's answers
 
@@ -69,15 +68,8 @@ def register(method: Method) -> Method:
     return method
 
 
-def registered() -> dict[str, Method]:
-    """Every registered method by name, in registration order."""
-    return METHODS
-
-
 def method_named(name: str, key: str = "adapter.type") -> Method:
     """The registered method, or a one-line ConfigError naming the choices and the nearest one."""
     if name in METHODS:
         return METHODS[name]
-    close = difflib.get_close_matches(str(name), list(METHODS), n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    raise ConfigError(f"{key}: expected one of {', '.join(METHODS)}, got {name!r}{hint}")
+    raise ConfigError(f"{key}: expected one of {', '.join(METHODS)}, got {name!r}{did_you_mean(name, METHODS, 0.6)}")

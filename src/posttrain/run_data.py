@@ -16,12 +16,10 @@ from .data.chat import resolve_template
 from .data.instruction import load_examples
 from .data.sft import build_sft_dataset
 from .errors import ConfigError
-from .methods.objectives import OBJECTIVES
-from .methods.objectives import prepare as prepare_objective
+from .methods.objectives import OBJECTIVES, prepare as prepare_objective
 from .data.classification import build_classification_dataset
 from .methods.rank_classification import build_task_scorer
-from .tasks import get_task
-from .tasks import read_split
+from .tasks import get_task, read_split
 
 OUTPUT_ONLY = LossConfig(mode="output_only")
 

@@ -9,7 +9,6 @@ the nearest valid key suggested.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import re
 import types
@@ -17,7 +16,7 @@ import typing
 from dataclasses import field
 from typing import Any, Callable, Literal
 
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 
 
 def help_field(default, help_text: str, bounds: str | None = None, **kw):
@@ -74,12 +73,6 @@ def check_bounds(obj, prefix: str = "") -> None:
             continue
         if not in_bounds(value, bounds):
             raise ConfigError(f"{prefix}{f.name}: must be {bounds_text(bounds)}, got {value!r}")
-
-
-def did_you_mean(name, options, cutoff: float = 0.5, shown: str = "") -> str:
-    """"; did you mean 'x'?" for the option closest to ``name`` (``shown`` prefixes it), else ""."""
-    close = difflib.get_close_matches(str(name), [str(o) for o in options], n=1, cutoff=cutoff)
-    return f"; did you mean '{shown}{close[0]}'?" if close else ""
 
 
 def coerce(value: Any, tp: Any, key: str) -> Any:

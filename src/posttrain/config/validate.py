@@ -8,6 +8,8 @@ flags, looked up in the registry), so no check here names a method.
 
 from __future__ import annotations
 
+import dataclasses
+
 from ..errors import ConfigError
 from .fields import check_bounds
 from ..registry import method_named
@@ -19,8 +21,8 @@ def _bad(key: str, msg: str):
 
 def validate(cfg) -> None:
     """Raise a one-line ``ConfigError("section.key: ...")`` for the first combination that cannot run."""
-    for section in ("model", "data", "loss", "adapter", "task", "train"):
-        check_bounds(getattr(cfg, section), f"{section}.")
+    for section in dataclasses.fields(cfg):
+        check_bounds(getattr(cfg, section.name), f"{section.name}.")
     method = method_named(cfg.adapter.type)
     loss, train, data, task = cfg.loss, cfg.train, cfg.data, cfg.task
     if loss.mode != "instruction_and_output" and loss.prompt_loss_weight != 1.0:

@@ -22,8 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError, DataError
-from ..tasks import canonical_label
-from ..tasks import label_words, render_template, render_text_to_text
+from ..tasks import canonical_label, label_words, render_template, render_text_to_text
 
 HEAD_TOKENS = 32  # tokens kept from the start of an over-long context
 SLOT = "\u2063MASK\u2063"  # an invisible sentinel no real text contains, split on after rendering

@@ -40,8 +40,7 @@ from pathlib import Path
 from typing import Protocol, Sequence
 
 from ..errors import DataError, ModelLoadError
-from ..data.chat import generation_prompt
-from ..data.chat import resolve_template
+from ..data.chat import generation_prompt, resolve_template
 from ..generation import load_for_inference
 from ..scoring.scorer import selected_logits
 

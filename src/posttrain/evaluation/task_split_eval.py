@@ -26,8 +26,7 @@ from ..scoring.metrics import task_metrics
 from ..engine import objective_model_config
 from ..generation import load_run
 from ..models import load_model_and_tokenizer
-from ..run_data import prepare_data
-from ..run_data import task_split
+from ..run_data import prepare_data, task_split
 from ..tasks import get_task
 
 SPLITS = ("test", "eval")

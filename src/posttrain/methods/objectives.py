@@ -27,8 +27,7 @@ from . import dart_lite, prompt_ft
 from ..errors import DataError
 from ..scoring.scorer import _progress
 from ..scoring.sharding import my_batches, sum_over_processes
-from ..tasks import canonical_label
-from ..tasks import get_task
+from ..tasks import canonical_label, get_task
 
 
 @dataclass

@@ -35,12 +35,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..data.classification import cut_middle
-from ..data.classification import label_word_ids as _word_ids
+from ..data.classification import cut_middle, label_word_ids as _word_ids
 from ..errors import ConfigError, DataError
 from .verbalizer_head import head_logits
-from ..tasks import canonical_label, soft_target
-from ..tasks import label_words, render_template
+from ..tasks import canonical_label, label_words, render_template, soft_target
 from ..tasks.render import _fill
 
 

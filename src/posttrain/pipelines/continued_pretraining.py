@@ -40,20 +40,15 @@ import torch
 from transformers import DataCollatorForLanguageModeling, DataCollatorForSeq2Seq, Trainer, TrainerCallback
 
 from ..callbacks import MetricsCallback
-from ..checkpointing import AtomicCheckpoints, save_final_model
-from ..checkpointing import step_of as _step_of
-from ..config import help_field as _f
+from ..checkpointing import AtomicCheckpoints, save_final_model, step_of as _step_of
+from ..config import help_field as _f, ModelConfig, RunConfig, TrainConfig, write_config
 from ..config.fields import check_bounds
 from ..errors import ConfigError, DataError
-from ..config import ModelConfig, write_config
-from ..config import RunConfig, TrainConfig
 from ..distributed import remove_staging
 from ..engine import last_checkpoint
 from ..io_utils import atomic_write_json
-from ..models import describe_model, load_model_and_tokenizer
-from ..models import resolve_head
-from ..training_args import mixed_precision_arguments
-from ..training_args import training_arguments as engine_arguments
+from ..models import describe_model, load_model_and_tokenizer, resolve_head
+from ..training_args import mixed_precision_arguments, training_arguments as engine_arguments
 
 
 

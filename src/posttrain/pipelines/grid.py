@@ -27,16 +27,12 @@ from pathlib import Path
 from typing import Callable, Literal, Optional
 
 
-from ..config import help_field as _f
-from ..config import did_you_mean, read_yaml_file
+from ..config import all_keys, build_dataclass, did_you_mean, help_field as _f, load_config, read_yaml_file
 from ..errors import ConfigError, PosttrainError
 from ..io_utils import atomic_write_json
 from .grid_report import _axes_tag, _fmt, cell_state, dev_value, select, write_report
-from ..config import all_keys, load_config
-from ..config import build_dataclass
 from ..engine import clear_run, last_checkpoint
-from ..tasks import find_file
-from ..tasks import get_task
+from ..tasks import find_file, get_task
 
 LM_BFF_SEEDS = [13, 21, 42, 87, 100]
 

@@ -32,18 +32,13 @@ import torch
 from ..errors import ConfigError
 from ..io_utils import atomic_write_json, atomic_write_text, iter_json_lines
 from .pcp_config import PCPConfig, load_cpt_config, load_pipeline_config, recipe_config  # noqa: F401 (re-exported)
-from ..config import ModelConfig
-from ..config import load_config
-from ..config import to_dict
-from ..config import write_config
+from ..config import load_config, ModelConfig, to_dict, write_config
 from ..engine import last_checkpoint, train
 from ..generation import load_for_inference
 from ..methods.objectives import OBJECTIVES, unlabelled_scorer
 from ..methods.pcp_corpus import pcp_line, tapt_line, write_corpus
 from ..methods.rank_classification import build_task_scorer
-from ..tasks import get_task
-from ..tasks import label_words
-from ..tasks import read_split
+from ..tasks import get_task, label_words, read_split
 from .continued_pretraining import continued_pretraining
 
 STAGES = {1: "teacher", 2: "pseudo_labels", 3: "corpus", 4: "cpt", 5: "final"}

@@ -10,13 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
-from ..config import build_dataclass as _build
-from ..config import help_field as _f
-from ..config import read_yaml_file, set_dotted
+from ..config import build_dataclass as _build, help_field as _f, load_config, read_yaml_file, set_dotted
 from ..config.fields import check_bounds
 from ..errors import ConfigError
 from .continued_pretraining import ContinuedPretrainingConfig
-from ..config import load_config
 
 
 @dataclass

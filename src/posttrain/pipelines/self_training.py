@@ -15,18 +15,14 @@ from typing import Callable
 import torch
 import yaml
 
-from ..config import build_dataclass as _build
-from ..config import read_yaml_file, set_dotted
+from ..config import build_dataclass as _build, load_config, read_yaml_file, set_dotted
 from ..engine import PosttrainTrainer
 from ..errors import ConfigError
 from ..methods.self_training import SelfTrainingConfig, UnlabelledStream, unlabelled_loss
 from .. import engine
-from ..config import load_config
-from ..methods.objectives import OBJECTIVES
-from ..methods.objectives import model_kind_of
+from ..methods.objectives import model_kind_of, OBJECTIVES
 from ..plots import read_metrics
-from ..tasks import canonical_label, read_split
-from ..tasks import get_task
+from ..tasks import canonical_label, get_task, read_split
 
 RUN_SECTIONS = ("model", "data", "loss", "adapter", "task", "train")  # key=value overrides that go to the recipe
 

@@ -28,8 +28,7 @@ from pathlib import Path
 from ..errors import ConfigError, DataError
 from . import prompts
 from .formats import read_examples
-from ..data.chat import NAMED_TEMPLATES
-from ..data.chat import resolve_template
+from ..data.chat import NAMED_TEMPLATES, resolve_template
 from ..scoring.scorer import choose, greedy_generate, supports_prefix_cache
 
 MODES = ("mc", "gen")
