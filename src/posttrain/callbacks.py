@@ -68,8 +68,10 @@ class MetricsCallback(TrainerCallback):
         return total / steps if steps else None
 
     def finish(self, final: dict):
-        atomic_write_json(self.run_dir / "final_metrics.json", {k: v for k, v in final.items() if k != "trainer"})
+        # The plot first: final_metrics.json marks the run finished (the grid and pcp skip such runs), so nothing
+        # may be written after it that a kill could leave half-done.
         plot_loss_curves(self.path, self.run_dir / "loss_curve.png")
+        atomic_write_json(self.run_dir / "final_metrics.json", {k: v for k, v in final.items() if k != "trainer"})
 
 
 class StopAtStepCallback(TrainerCallback):

@@ -19,6 +19,25 @@ def read_metrics(path: str | Path) -> list[dict]:
     return records
 
 
+def save_png(fig, out_png: str | Path) -> Path:
+    """Write a matplotlib figure to ``out_png`` atomically and close it.
+
+    The temporary is named like ``atomic_write_*``'s (``.NAME.plot.tmp``), so the ``remove_stale_temp_files`` a
+    resumed run calls removes one that a kill left behind."""
+    import matplotlib.pyplot as plt
+
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_png.with_name(f".{out_png.name}.plot.tmp")
+    try:
+        fig.savefig(tmp, format="png")
+        tmp.replace(out_png)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+    return out_png
+
+
 def plot_loss_curves(metrics_path: str | Path, out_png: str | Path, title: str = "") -> Path | None:
     """Train loss (per logging step) and held-out output-token loss against optimizer steps."""
     import matplotlib
@@ -42,9 +61,4 @@ def plot_loss_curves(metrics_path: str | Path, out_png: str | Path, title: str =
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    out_png = Path(out_png)
-    tmp = out_png.with_name(f".{out_png.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(out_png)
-    return out_png
+    return save_png(fig, out_png)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..io_utils import atomic_write_json, atomic_write_text
+from ..plots import save_png
 from .alpaca_format import read_summary
 
 # (kind.metric, column title, lower is better?) shown by default when present; everything else stays in the JSON
@@ -190,8 +191,4 @@ def _plot(table: dict, chosen: list, labels: dict, png: Path, title: str) -> Non
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = png.with_name(f".{png.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, png)
+    save_png(fig, png)

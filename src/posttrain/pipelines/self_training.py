@@ -21,7 +21,7 @@ from ..errors import ConfigError
 from ..methods.self_training import SelfTrainingConfig, UnlabelledStream, unlabelled_loss
 from .. import engine
 from ..methods.objectives import model_kind_of, OBJECTIVES
-from ..plots import read_metrics
+from ..plots import read_metrics, save_png
 from ..tasks import canonical_label, get_task, read_split
 
 RUN_SECTIONS = ("model", "data", "loss", "adapter", "task", "train")  # key=value overrides that go to the recipe
@@ -275,8 +275,4 @@ def plot_self_training(metrics_path: Path, out_png: Path) -> Path | None:
         ax.grid(alpha=0.3)
     fig.suptitle(Path(metrics_path).parent.name)
     fig.tight_layout()
-    tmp = out_png.with_name(f".{out_png.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(out_png)
-    return out_png
+    return save_png(fig, out_png)

@@ -7,6 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from ..io_utils import atomic_write_json, atomic_write_text
+from ..plots import save_png
 from .harness import CHANCE
 
 
@@ -62,13 +63,7 @@ def plot_accuracy(results: dict, out_png, title: str = "") -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(f".{out_png.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(out_png)
-    return out_png
+    return save_png(fig, out_png)
 
 
 def write_outputs(results: dict, out_dir) -> dict[str, Path]:
