@@ -248,3 +248,22 @@ def test_converted_weights_keep_tied_embeddings_under_the_input_name(tokenizer):
     state = models_gguf._untied_state_dict(model)
     assert "model.embed_tokens.weight" in state and "lm_head.weight" not in state
     assert len(state) == len(model.state_dict()) - 1
+
+
+def test_family_from_config_alone_before_any_weight_loads():
+    """config_kind answers what model_kind answers for the loaded class, from the config only: BERT-like types
+    also map to a causal class, so a plain BERT config must still read as an encoder, unless it is a decoder."""
+    from transformers import BartConfig, BertConfig, ElectraConfig, GPT2Config, LlamaConfig, RobertaConfig, T5Config
+
+    from posttrain.models import config_kind, resolve_head
+
+    cases = [(BertConfig(), "masked_lm", "encoder"), (RobertaConfig(), "masked_lm", "encoder"),
+             (ElectraConfig(architectures=["ElectraForPreTraining"]), "masked_lm", "encoder"),
+             (BertConfig(is_decoder=True), "causal_lm", "causal"), (LlamaConfig(), "causal_lm", "causal"),
+             (GPT2Config(), "causal_lm", "causal"), (T5Config(), "seq2seq_lm", "seq2seq"),
+             (BartConfig(), "seq2seq_lm", "seq2seq"),
+             (RobertaConfig(architectures=["RobertaForCausalLM"]), "causal_lm", "causal")]
+    for config, head, kind in cases:
+        assert (resolve_head("auto", config), config_kind(config)) == (head, kind), config.model_type
+    assert config_kind(LlamaConfig(), "sequence_classification") == "causal"
+    assert config_kind(BertConfig(), "sequence_classification") == "encoder"

@@ -26,6 +26,7 @@ from ..attention import choose, register
 from ..config import ModelConfig
 from ..errors import ModelLoadError, first_line
 from ..io_utils import safetensors_damage
+from .families import resolve_head
 from .gguf import default_gguf_path, ensure_converted
 
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -64,25 +65,6 @@ HEADS = {  # ModelConfig.head -> the transformers auto class that loads it
     "seq2seq_lm": "AutoModelForSeq2SeqLM",
     "sequence_classification": "AutoModelForSequenceClassification",
 }
-
-
-def resolve_head(head: str, config) -> str:
-    """``auto`` -> seq2seq_lm for encoder-decoders, masked_lm for models whose checkpoint is a masked LM (BERT,
-    RoBERTa, ...), else causal_lm. Other values pass through."""
-    if head != "auto":
-        return head
-    if getattr(config, "is_encoder_decoder", False):
-        return "seq2seq_lm"
-    archs = getattr(config, "architectures", None) or []
-    if any(a.endswith("ForMaskedLM") for a in archs):
-        return "masked_lm"
-    if any(a.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")) for a in archs):
-        return "causal_lm"
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
-
-    if config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-        return "masked_lm"
-    return "causal_lm"
 
 
 def _model_class(folder_or_repo: str, cfg: ModelConfig, extra: dict):
