@@ -128,7 +128,7 @@ def test_seq2seq_scores_equal_decoder_log_likelihoods(tmp_path, mlm_tokenizer):
     batch, rows = _batch(mlm_tokenizer, task, EXAMPLES, "seq2seq")
     assert mlm_tokenizer.convert_tokens_to_ids("<extra_id_0>") in rows[0]["input_ids"]  # the slot is a sentinel
     fast = prompt_ft.candidate_scores(model, batch, "seq2seq")
-    slow = prompt_ft._summed_logprobs(model, batch, "seq2seq")
+    slow = prompt_ft.summed_logprobs(model, batch, "seq2seq")
     # one-token words: logits vs log-probs differ by log Z per example, which the softmax over labels removes
     torch.testing.assert_close(F.log_softmax(fast, -1), F.log_softmax(slow, -1), atol=1e-5, rtol=1e-5)
     start = model.config.decoder_start_token_id
@@ -176,7 +176,7 @@ def test_single_token_fast_path_matches_summed_log_probs(tmp_path, tokenizer, ti
     task = _task(tmp_path, PAIR_YAML)
     batch, _ = _batch(tokenizer, task, EXAMPLES, "causal", label_tokens="first")
     fast = prompt_ft.candidate_scores(tiny_llama, batch, "causal")
-    slow = prompt_ft._summed_logprobs(tiny_llama, batch, "causal")
+    slow = prompt_ft.summed_logprobs(tiny_llama, batch, "causal")
     torch.testing.assert_close(F.log_softmax(fast, -1), F.log_softmax(slow, -1), atol=1e-5, rtol=1e-5)
 
 

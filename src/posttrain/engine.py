@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback
 
-from . import attention, distributed
+from . import attention, distributed, support
 from .best_weights import BestWeightsCallback
 from .checkpointing import (AtomicCheckpoints, clear_run, complete_checkpoints, last_checkpoint,  # noqa: F401
                             run_contents, save_final_model, step_of as _step_of)
@@ -33,7 +33,7 @@ from .config import RunConfig, write_config
 from .data.sft import SFTCollator
 from .errors import ConfigError
 from .io_utils import atomic_write_json, atomic_write_text, remove_stale_temp_files
-from .losses import target_positions, token_nll, weighted_nll_sum
+from .losses import target_mask, token_nll, weighted_nll_sum
 from .methods import kl_regularisation, neftune
 from .methods.objectives import OBJECTIVES
 from .models.families import model_kind
@@ -174,7 +174,7 @@ def per_example_nll(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     examples are found from the restarts. Per-example values let a multi-process evaluation drop the padding duplicates exactly.
     """
     nll = token_nll(model, batch)[0].double()
-    keep = target_positions(batch["loss_weights"])
+    keep = target_mask(batch)
     rows = keep.shape[0]
     if "position_ids" in batch and "attention_mask" not in batch:  # SFTCollator's packed rows
         starts = (batch["position_ids"] == 0).long()
@@ -268,9 +268,11 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
 
     rows = read_rows(cfg)  # before the model loads: a bad data file fails at once
     mixed_precision_arguments(cfg.train.mixed_precision)  # so does fp16 without a GPU
+    model_cfg, num_labels = objective_model_config(cfg)
+    # so does a method or objective the model's family does not support (from its config, before any weight)
+    support.check(cfg, model_kind(model) if model is not None else support.planned_kind(cfg, model_cfg.head))
     set_seed(cfg.train.seed)
     if model is None or tokenizer is None:
-        model_cfg, num_labels = objective_model_config(cfg)
         model_cfg = dataclasses.replace(
             model_cfg, attn_implementation=attention.choose(model_cfg.attn_implementation, cfg.train.packing))
         model, tokenizer = load_model_and_tokenizer(model_cfg, for_training=True, num_labels=num_labels)
@@ -278,10 +280,6 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
     ext = extension(cfg, model, tokenizer, data) if extension else RunExtension()
     reference = kl_regularisation.reference_model(cfg, model)  # the starting weights, before anything trains
     method = method_named(cfg.adapter.type)
-    kind = model_kind(model)
-    if kind not in method.families:
-        raise ConfigError(f"adapter.type: {method.name} does not support {kind} models ({type(model).__name__}); "
-                          f"it supports {', '.join(method.families)}")
     model = method.wrap(model, cfg, tokenizer)
     if cfg.train.neftune_alpha > 0:
         neftune.attach(model, cfg.train.neftune_alpha, cfg.train.neftune_length)

@@ -14,6 +14,9 @@ Two savings, both exact:
    dS/dH_c = G_c W and dS/dW += G_c^T H_c with G_c = w * (softmax - onehot). Peak memory for the head is one
    chunk of logits instead of N x V (for SmolLM2, V = 49,152: 0.2 MB per row), and no matmul is recomputed.
 
+Encoder-decoder batches (``decoder_input_ids`` present, ``data.seq2seq``) are aligned on the decoder side:
+decoder position j predicts ``labels[j]`` (the inputs are already shifted right), so no shift is applied.
+
 Models whose logits are post-processed (soft-capping, logit scales), or whose head is not a plain bias-free
 ``nn.Linear`` (e.g. LoRA on the head), use the ordinary logits path instead; the results are the same.
 """
@@ -31,10 +34,22 @@ CHUNK_ELEMENTS = 2**25  # logits per chunk (128 MiB in fp32)
 
 
 def target_positions(loss_weights: torch.Tensor) -> torch.Tensor:
-    """Boolean (B, T) mask of positions whose hidden state predicts a trained next token."""
+    """Boolean (B, T) mask of positions whose hidden state predicts a trained next token (decoder-only)."""
     keep = torch.zeros_like(loss_weights, dtype=torch.bool)
     keep[:, :-1] = loss_weights[:, 1:] > 0
     return keep
+
+
+def is_seq2seq_batch(batch: dict) -> bool:
+    return "decoder_input_ids" in batch
+
+
+def target_mask(batch: dict) -> torch.Tensor:
+    """Boolean (B, T) mask of the output positions that predict a trained target: the position before each
+    trained token (decoder-only), the target's own decoder position (encoder-decoder)."""
+    if is_seq2seq_batch(batch):
+        return batch["loss_weights"] > 0
+    return target_positions(batch["loss_weights"])
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -143,11 +158,16 @@ def full_precision(tensor: torch.Tensor):
     return torch.autocast(device_type=tensor.device.type, enabled=False)
 
 
+_MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids", "decoder_input_ids", "decoder_attention_mask")
+
+
 def _model_inputs(batch: dict) -> dict:
-    return {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
+    return {k: batch[k] for k in _MODEL_INPUTS if k in batch}
 
 
 def _targets(batch: dict, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if is_seq2seq_batch(batch):
+        return batch["labels"][keep], batch["loss_weights"][keep]
     selected = keep[:, :-1]
     return batch["labels"][:, 1:][selected], batch["loss_weights"][:, 1:][selected]
 
@@ -167,7 +187,7 @@ def _selected_logits(model, batch: dict, keep: torch.Tensor) -> torch.Tensor:
 
 def weighted_nll_sum(model, batch: dict) -> torch.Tensor:
     """S = sum_t w_t * nll_t over the batch's trained targets (differentiable)."""
-    keep = target_positions(batch["loss_weights"])
+    keep = target_mask(batch)
     targets, weights = _targets(batch, keep)
     if fusable_head(model) is not None:
         hidden, head = _selected_hidden(model, batch, keep)
@@ -180,7 +200,7 @@ def weighted_nll_sum(model, batch: dict) -> torch.Tensor:
 
 def token_nll(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-target NLL (N,) and weights (N,) of the batch's trained targets, row-major (no gradients needed)."""
-    keep = target_positions(batch["loss_weights"])
+    keep = target_mask(batch)
     targets, weights = _targets(batch, keep)
     if fusable_head(model) is not None:
         hidden, head = _selected_hidden(model, batch, keep)

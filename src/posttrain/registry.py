@@ -54,6 +54,7 @@ class Method:
     noisy_embeddings: bool = False  # NEFTune can noise the token embeddings the model reads
     trains_embedding_rows: bool = False  # new vocabulary rows train with it (DART-lite soft prompts)
     packing: bool = False  # padding-free packed batches are allowed
+    feeds_embeddings: bool = False  # the model gets input embeddings (a soft prompt in front), not token ids
 
 
 METHODS: dict[str, Method] = {}

@@ -14,11 +14,13 @@ import torch
 from .config import LossConfig, RunConfig
 from .data.chat import resolve_template
 from .data.instruction import load_examples
+from .data.seq2seq import Seq2SeqCollator, build_seq2seq_dataset, decoder_start_id
 from .data.sft import build_sft_dataset
 from .errors import ConfigError
 from .methods.objectives import OBJECTIVES, prepare as prepare_objective
 from .data.classification import build_classification_dataset
 from .methods.rank_classification import build_task_scorer
+from .models.families import model_kind
 from .tasks import get_task, read_split
 
 OUTPUT_ONLY = LossConfig(mode="output_only")
@@ -82,12 +84,19 @@ def read_rows(cfg: RunConfig) -> dict[str, list[dict]]:
     return {which: task_split(cfg, task, which, limit) for which, limit in limits.items() if getattr(t, which)}
 
 
-def prepare_task_data(cfg: RunConfig, tokenizer, rows: dict[str, list[dict]]) -> PreparedData:
+def _seq2seq_collator(cfg: RunConfig, tokenizer, model):
+    return Seq2SeqCollator(tokenizer.pad_token_id, decoder_start_id(model.config), cfg.loss.reduction,
+                           padding_side=cfg.data.padding_side,
+                           pad_to=cfg.data.max_length if cfg.data.pad_to_max_length else None)
+
+
+def prepare_task_data(cfg: RunConfig, tokenizer, rows: dict[str, list[dict]], kind: str = "causal",
+                      model=None) -> PreparedData:
     """A declared classification task: label-word loss for training, rank-classification metrics for eval/test."""
     task = get_task(cfg.task.name)
     t, d = cfg.task, cfg.data
     train_rows = rows["train"][: d.max_train_examples or None]
-    common = dict(form=t.form, max_length=d.max_length, label_tokens=t.label_tokens)
+    common = dict(form=t.form, max_length=d.max_length, label_tokens=t.label_tokens, kind=kind)
     train, train_stats = build_classification_dataset(tokenizer, task, train_rows, source=t.train, **common)
     evals = eval_stats = eval_scorer = test_scorer = None
     if t.eval:
@@ -99,7 +108,8 @@ def prepare_task_data(cfg: RunConfig, tokenizer, rows: dict[str, list[dict]]) ->
         test_rows = rows["test"]
         test_scorer = build_task_scorer(tokenizer, task, test_rows, batch_size=cfg.train.per_device_batch_size,
                                         **common)
-    return PreparedData(train, evals, train_stats, eval_stats, None, eval_scorer, test_scorer)
+    collator = _seq2seq_collator(cfg, tokenizer, model) if kind == "seq2seq" else None
+    return PreparedData(train, evals, train_stats, eval_stats, None, eval_scorer, test_scorer, collator)
 
 
 def prepare_data(cfg: RunConfig, tokenizer, model=None, rows: dict[str, list[dict]] | None = None) -> PreparedData:
@@ -109,20 +119,23 @@ def prepare_data(cfg: RunConfig, tokenizer, model=None, rows: dict[str, list[dic
         parts = prepare_objective(cfg, tokenizer, model, lambda _cfg, _task, which, _limit: rows[which])
         return PreparedData(parts["train"], parts["eval"], parts["train_stats"], parts["eval_stats"], None,
                             parts["eval_scorer"], parts["test_scorer"], parts["collator"], parts["loss"])
+    kind = model_kind(model) if model is not None else "causal"
     if cfg.task.name:
-        return prepare_task_data(cfg, tokenizer, rows)
-    template = resolve_template(tokenizer, cfg.data.chat_template)
+        return prepare_task_data(cfg, tokenizer, rows, kind, model)
+    template = resolve_template(tokenizer, cfg.data.chat_template, kind)
+    build = build_seq2seq_dataset if kind == "seq2seq" else build_sft_dataset
     train_rows, eval_rows = rows["train"], rows["eval"]
-    train, train_stats = build_sft_dataset(
+    train, train_stats = build(
         tokenizer, train_rows, template, cfg.loss, cfg.data.max_length, source=cfg.data.train_file,
         overlong=cfg.data.overlong,
     )
     evals, eval_stats = None, None
     if eval_rows:  # held-out loss is always measured on output tokens (IM paper, Sec. 5.5)
-        evals, eval_stats = build_sft_dataset(
+        evals, eval_stats = build(
             tokenizer, eval_rows, template, OUTPUT_ONLY, cfg.data.max_length,
             source=cfg.data.eval_file or f"{cfg.data.train_file} (held-out split)", overlong=cfg.data.overlong,
         )
-    return PreparedData(train, evals, train_stats, eval_stats, template)
+    collator = _seq2seq_collator(cfg, tokenizer, model) if kind == "seq2seq" else None
+    return PreparedData(train, evals, train_stats, eval_stats, template, collator=collator)
 
 

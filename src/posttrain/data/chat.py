@@ -68,9 +68,14 @@ class Rendered:
         return out
 
 
-def resolve_template(tokenizer, name: str) -> str | None:
-    """Jinja source for ``data.chat_template``; None means the tokenizer's own."""
+def resolve_template(tokenizer, name: str, kind: str = "causal") -> str | None:
+    """Jinja source for ``data.chat_template``; None means the tokenizer's own.
+
+    An encoder-decoder whose tokenizer has no chat template (T5, Flan-T5, BART) reads its prompt as plain text,
+    the way those models were instruction-tuned: ``tokenizer`` then means ``plain``."""
     if name == "tokenizer":
+        if not getattr(tokenizer, "chat_template", None) and kind == "seq2seq":
+            return NAMED_TEMPLATES["plain"]
         if not getattr(tokenizer, "chat_template", None):
             raise DataError(
                 "data.chat_template: the tokenizer has no chat template; choose one of "

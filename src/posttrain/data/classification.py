@@ -58,14 +58,20 @@ def cut_middle(ids: list[int], room: int) -> list[int]:
     return ids[:head] + ids[len(ids) - (room - head):]
 
 
-def encode_choices(tokenizer, context: str, words: list[str], max_length: int, label_tokens: str):
-    """Token ids of the context (left-truncated so context + longest scored word fit) and of each word."""
+def encode_choices(tokenizer, context: str, words: list[str], max_length: int, label_tokens: str,
+                   kind: str = "causal"):
+    """Token ids of the context (left-truncated so context + longest scored word fit) and of each word.
+
+    Encoder-decoders (``kind="seq2seq"``): the context is the encoder's input and has ``max_length`` to itself;
+    each word is a decoder target that ends with EOS (DePT's T5 targets), unless only its first token is scored."""
     ctx = tokenizer(context, add_special_tokens=True)["input_ids"]
     options = []
     for word in words:
         ids = label_word_ids(tokenizer, word)
+        if kind == "seq2seq" and label_tokens != "first" and tokenizer.eos_token_id is not None:
+            ids = ids + [tokenizer.eos_token_id]
         options.append(ids[:1] if label_tokens == "first" else ids)
-    room = max_length - max(len(o) for o in options)
+    room = max_length - (0 if kind == "seq2seq" else max(len(o) for o in options))
     if room < 1:
         raise ConfigError(f"data.max_length={max_length} leaves no room for the context before the label words")
     truncated = len(ctx) > room
@@ -83,8 +89,11 @@ class ClassificationStats:
 
 
 def build_classification_dataset(tokenizer, task, examples: list[dict], form: str, max_length: int,
-                                 label_tokens: str, source: str):
-    """Rows with input_ids / labels / loss_weights (weight 1 on the gold word's scored tokens) + stats."""
+                                 label_tokens: str, source: str, kind: str = "causal"):
+    """Rows with input_ids / labels / loss_weights (weight 1 on the gold word's scored tokens) + stats.
+
+    Decoder-only rows are one sequence (context + word); encoder-decoder rows (``data.seq2seq``) hold the context as
+    ``input_ids`` and the word as the decoder's ``labels``."""
     import datasets
 
     stats = ClassificationStats()
@@ -93,15 +102,19 @@ def build_classification_dataset(tokenizer, task, examples: list[dict], form: st
         if example.get("label") is None:
             raise DataError(f"{source}: example {example.get('idx')} has no label")
         context, words = context_and_words(task, example, form)
-        ctx, options, truncated = encode_choices(tokenizer, context, words, max_length, label_tokens)
+        ctx, options, truncated = encode_choices(tokenizer, context, words, max_length, label_tokens, kind)
         gold = task.labels.index(canonical_label(example["label"]))
         target = options[gold]
-        ids = ctx + target
-        rows.append({
-            "input_ids": ids,
-            "labels": [-100] * len(ctx) + target,
-            "loss_weights": [0.0] * len(ctx) + [1.0] * len(target),
-        })
+        if kind == "seq2seq":
+            ids = ctx
+            rows.append({"input_ids": ctx, "labels": target, "loss_weights": [1.0] * len(target)})
+        else:
+            ids = ctx + target
+            rows.append({
+                "input_ids": ids,
+                "labels": [-100] * len(ctx) + target,
+                "loss_weights": [0.0] * len(ctx) + [1.0] * len(target),
+            })
         stats.examples += 1
         stats.tokens += len(ids)
         stats.truncated += int(truncated)

@@ -37,6 +37,7 @@ from ..io_utils import append_jsonl, atomic_write_text
 from .alpaca_format import read_model_outputs, write_model_outputs, write_summary
 from ..data.instruction import detect_and_normalise, read_rows_with_locations
 from ..generation import generate_batch, render_prompts
+from ..models.families import model_kind
 from ..tasks.readers import default_data_root
 
 DEFAULT_PROMPT_SET = Path("alpaca_eval") / "alpaca_eval_text_davinci_003.json"
@@ -242,7 +243,8 @@ def generate_set(model, tokenizer, rows: list[dict], out: str | Path, *, model_s
         atomic_write_text(sidecar, "".join(json.dumps(line, sort_keys=True) + "\n" for line in lines))
         done.update(finished)
 
-    texts = render_prompts(tokenizer, [row["prompt"] for row in rows], chat_template=chat_template, system=system)
+    texts = render_prompts(tokenizer, [row["prompt"] for row in rows], chat_template=chat_template, system=system,
+                           kind=model_kind(model))
     lengths = {index: len(tokenizer(text, add_special_tokens=False)["input_ids"]) for index, text in enumerate(texts)}
     bar = tqdm(total=len(rows), initial=len(done), unit="prompt", desc="generate-set", disable=not progress)
     try:

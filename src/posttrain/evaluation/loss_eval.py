@@ -22,9 +22,11 @@ from ..errors import ConfigError
 from ..run_data import OUTPUT_ONLY
 from ..data.chat import resolve_template
 from ..data.instruction import load_examples
+from ..data.seq2seq import Seq2SeqCollator, build_seq2seq_dataset, decoder_start_id
 from ..data.sft import SFTCollator, build_sft_dataset
 from ..engine import per_example_nll
 from ..generation import load_for_inference
+from ..models.families import model_kind
 
 
 @torch.no_grad()
@@ -33,8 +35,12 @@ def output_loss(model, tokenizer, examples: list[dict], template, *, max_length:
     """Output-token NLL of ``examples`` under ``model``: token_mean, example_mean, examples, tokens."""
     from tqdm.auto import tqdm
 
-    dataset, stats = build_sft_dataset(tokenizer, examples, template, OUTPUT_ONLY, max_length, source=source)
-    collate = SFTCollator(tokenizer.pad_token_id)
+    if model_kind(model) == "seq2seq":  # the instruction on the encoder, the output on the decoder
+        dataset, stats = build_seq2seq_dataset(tokenizer, examples, template, OUTPUT_ONLY, max_length, source=source)
+        collate = Seq2SeqCollator(tokenizer.pad_token_id, decoder_start_id(model.config))
+    else:
+        dataset, stats = build_sft_dataset(tokenizer, examples, template, OUTPUT_ONLY, max_length, source=source)
+        collate = SFTCollator(tokenizer.pad_token_id)
     model.eval()
     device = next(model.parameters()).device
     sums, counts = [], []
@@ -66,7 +72,7 @@ def loss_eval(model_spec: str, files: dict[str, str], *, limit: int | None = Non
         rows = load_examples(path, data_format)
         loaded[name] = (path, rows[:limit] if limit else rows)
     model, tokenizer, template_name = load_for_inference(model_spec)
-    template = resolve_template(tokenizer, chat_template or template_name)
+    template = resolve_template(tokenizer, chat_template or template_name, model_kind(model))
     results = {name: output_loss(model, tokenizer, rows, template, max_length=max_length, batch_size=batch_size,
                                  source=path, progress=progress)
                for name, (path, rows) in loaded.items()}

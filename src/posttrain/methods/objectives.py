@@ -118,6 +118,9 @@ class Objective:
     encode: Callable           # (tokenizer, task, examples, cfg, kind, source, labelled) -> (rows, stats)
     collator: Callable         # (tokenizer) -> collate function
     scores: Callable           # (model, batch, kind) -> (B, C)
+    families: tuple[str, ...] = ("causal", "seq2seq", "encoder")  # model kinds it means something for
+    # the kinds whose model class for this objective accepts input embeddings (a soft prompt in front)
+    embeddings_families: tuple[str, ...] = ("causal", "seq2seq", "encoder")
 
 
 def _verbalizer_encode(tokenizer, task, examples, cfg, kind, source, labelled=True):
@@ -152,7 +155,9 @@ OBJECTIVES = {
         lambda tok: prompt_ft.PromptCollator(tok.pad_token_id), prompt_ft.candidate_scores),
     "classifier": Objective(
         "classifier", lambda cfg, task: {"head": "sequence_classification", "num_labels": len(task.labels)},
-        _classifier_encode, lambda tok: prompt_ft.PromptCollator(tok.pad_token_id), _classifier_scores),
+        _classifier_encode, lambda tok: prompt_ft.PromptCollator(tok.pad_token_id), _classifier_scores,
+        # T5/BART...ForSequenceClassification build their decoder input from input_ids and refuse embeddings
+        embeddings_families=("causal", "encoder")),
 }
 
 

@@ -216,7 +216,7 @@ def candidate_scores(model, batch: dict, kind: str) -> torch.Tensor:
         return logits.float().gather(1, where)
     if kind == "masked":
         raise ConfigError("masked LMs score one token per label (label_tokens=first)")
-    return _summed_logprobs(model, batch, kind)
+    return summed_logprobs(model, batch, kind)
 
 
 def _decoder_start(model) -> int:
@@ -225,7 +225,7 @@ def _decoder_start(model) -> int:
     return int(start if start is not None else config.pad_token_id)
 
 
-def _summed_logprobs(model, batch: dict, kind: str) -> torch.Tensor:
+def summed_logprobs(model, batch: dict, kind: str) -> torch.Tensor:
     """log p(candidate | input) for every (example, candidate), one sequence per pair, head rows only where a
     candidate token is predicted."""
     ids, mask, cands = batch["input_ids"], batch["attention_mask"], batch["candidates"]

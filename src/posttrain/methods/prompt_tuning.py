@@ -27,6 +27,7 @@ METHOD = Method(
     wrap=lambda model, cfg, tokenizer: soft_prompt.wrap(model, cfg, tokenizer, rank=0),
     weights_file=soft_prompt_io.CONFIG_NAME,
     restore=soft_prompt.restore,
+    feeds_embeddings=True,
     validate=_validate,
     optimizer_groups=soft_prompt.optimizer_groups,
     describe=soft_prompt.describe_prompt,

@@ -1,0 +1,83 @@
+"""Which run configurations a model family supports, decided before the model's weights load.
+
+A family is ``models.families.config_kind``'s answer from the model's config: ``causal`` (decoder-only: Llama,
+Qwen, Mistral, Gemma, GPT-2, Phi), ``seq2seq`` (encoder-decoder: T5, Flan-T5, mT5, BART) or ``encoder``
+(bidirectional: BERT, RoBERTa, DeBERTa, ELECTRA). Each piece of a run declares the families it means something for:
+
+- the trainable-parameter method: ``Method.families`` (registry);
+- what the run trains on: instruction data and the label word's next-token loss (``task.objective: lm``) need a
+  model that predicts tokens left to right, so a decoder (decoder-only, or the decoder of an encoder-decoder);
+  the verbalizer and classifier objectives work on every family (``Objective.families``), except that a soft
+  prompt cannot reach an encoder-decoder's classification head (``Objective.embeddings_families``);
+- loss choices that only make sense on a decoder-only model: the IM loss over instruction tokens (an
+  encoder-decoder's decoder never predicts the instruction, ``data/seq2seq.py``), padding-free packing, NEFTune
+  (it noises the shared input embeddings, which an encoder-decoder's decoder reads too) and KL regularisation
+  (its token alignment is the decoder-only one).
+
+``refusal(cfg, kind)`` gives the first unsupported choice as one line naming the key and what is supported
+instead; ``check`` raises it. The support table (``docs/model_support.md``) is generated from the same rules
+by the architecture matrix (``benchmarks/model_matrix.py``).
+"""
+
+from __future__ import annotations
+
+from .config import RunConfig
+from .errors import ConfigError
+from .methods.objectives import OBJECTIVES
+from .registry import method_named
+
+DECODING = ("causal", "seq2seq")  # families with a decoder that predicts tokens left to right
+NAMES = {"causal": "decoder-only", "seq2seq": "encoder-decoder", "encoder": "encoder"}
+
+
+def _names(kinds) -> str:
+    return ", ".join(NAMES[k] for k in kinds)
+
+
+def refusal(cfg: RunConfig, kind: str) -> str | None:
+    """Why ``cfg`` cannot run on a ``kind`` model (one line), or None when it can."""
+    family = NAMES[kind]
+    method = method_named(cfg.adapter.type)
+    if kind not in method.families:
+        return (f"adapter.type: {method.name} does not support {family} models; it supports "
+                f"{_names(method.families)}")
+    task, loss, train = cfg.task, cfg.loss, cfg.train
+    if task.name:
+        objective = OBJECTIVES.get(task.objective)
+        families = objective.families if objective is not None else DECODING
+        if kind not in families:
+            supported = [name for name, o in OBJECTIVES.items() if kind in o.families]
+            return (f"task.objective: {task.objective} predicts the label word left to right, which {family} models "
+                    f"do not do; use task.objective {' or '.join(supported)}")
+        if objective is not None and method.feeds_embeddings and kind not in objective.embeddings_families:
+            return (f"adapter.type: {method.name} feeds a soft prompt as input embeddings, which transformers' "
+                    f"{family} {task.objective} models do not accept; use adapter.type full or lora, or "
+                    "task.objective verbalizer or lm")
+    elif kind not in DECODING:
+        return (f"data.train_file: instruction data trains a model to generate its answers; {family} models do not "
+                f"generate (use a decoder-only or encoder-decoder model, or a task with task.objective verbalizer "
+                "or classifier)")
+    if kind != "causal" and loss.mode != "output_only":
+        return (f"loss.mode: {loss.mode} puts loss on instruction tokens, which a {family} model's decoder never "
+                "predicts; only output_only (IT) is supported on it")
+    if kind != "causal" and train.packing:
+        return f"train.packing: padding-free batches are for decoder-only models, not {family} ones"
+    if kind != "causal" and train.neftune_alpha > 0:
+        return f"train.neftune_alpha: NEFTune is supported on decoder-only models, not {family} ones"
+    if kind != "causal" and loss.kl_coef > 0:
+        return f"loss.kl_coef: KL regularisation is supported on decoder-only models, not {family} ones"
+    return None
+
+
+def check(cfg: RunConfig, kind: str) -> None:
+    """Raise the ``refusal`` of ``cfg`` on a ``kind`` model as a ConfigError."""
+    reason = refusal(cfg, kind)
+    if reason:
+        raise ConfigError(reason)
+
+
+def planned_kind(cfg: RunConfig, head: str) -> str:
+    """The family of the model ``cfg.model`` names, loaded with ``head``, from its config file alone."""
+    from .models import config_kind, load_model_config
+
+    return config_kind(load_model_config(cfg.model.name_or_path, cfg.model.trust_remote_code), head)
