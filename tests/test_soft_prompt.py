@@ -237,9 +237,10 @@ def test_encoder_models_use_prompt_and_offset(head):
     else:
         def batch():
             return model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels)
-    if head == "classification":  # the new head trains with the prompt, as PEFT's modules_to_save
+    if head == "classification":  # the new head (pooler + classifier) trains with the prompt, as modules_to_save
         d = cfg.hidden_size
-        assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 4 * d + 12 * 2 + 2 * d + d * 2 + 2
+        head_size = (d * d + d) + (d * 2 + 2)
+        assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 4 * d + 12 * 2 + 2 * d + head_size
     before_b = model.offset_b.detach().clone()
     losses = _train_steps(model, batch, lr=0.3 if head == "mlm" else 0.05)  # 0.3 overshoots the linear head
     assert losses[-1] < 0.5 * losses[0]

@@ -26,6 +26,11 @@ Choices (named in ``AdapterConfig`` and recorded in run metadata):
 - Seq2seq models: prompt and offset go on the encoder side; the decoder is untouched.
 - Encoder models (MLM verbalizers, classification heads): prompt and offset are both applied. (The reference's
   PEFT fork silently drops A and B for ``SequenceClassification``; we do not.)
+- Classification heads: every module the head creates afresh (``classification_head_names``: the classifier or
+  score, and a pooler or pre_classifier beside it) trains with the prompt and is saved with it, so a reload does not
+  draw them at random again. A decoder-only classifier (Llama, GPT-2) scores the last position, and transformers
+  cannot find padding in ``inputs_embeds``, so each row's padding is moved to the left first: a right-padded example
+  is scored at its last real token, exactly as when it is alone.
 
 The wrapper strips the virtual positions from its outputs: logits (and ``logits_to_keep`` masks) refer to the
 real tokens only, so every scorer sees the same shapes as for the bare model, and the LM head never runs at a
@@ -41,7 +46,7 @@ from torch import nn
 
 from ..errors import ConfigError, ModelLoadError
 from ..models import load_model_and_tokenizer
-from ..models.families import classification_head_names, model_kind
+from ..models.families import classification_head_names, is_sequence_classifier, model_kind
 from . import soft_prompt_io
 
 REFERENCE_INIT_TEXT = "Classify this text is postive or not:"  # (sic) the DePT reference code's TEXT init
@@ -66,12 +71,14 @@ class SoftPromptModel(nn.Module):
             p.requires_grad_(False)
         # A freshly initialised classification head has to train with the prompt (PEFT's modules_to_save; the
         # reference puts it in the prompt's parameter group, which we follow).
-        self.head_names = classification_head_names(base)
+        self.head_names = classification_head_names(base)  # dotted module names, e.g. "bert.pooler"
         for name in self.head_names:
-            getattr(base, name).requires_grad_(True)
+            base.get_submodule(name).requires_grad_(True)
         emb = base.get_input_embeddings()
         d = emb.embedding_dim
         self.kind = model_kind(base)
+        # a decoder-only classifier reads the last position: padding goes in front (see ``embed``)
+        self.left_align = self.kind == "causal" and is_sequence_classifier(base)
         self.num_virtual_tokens, self.rank, self.max_length = num_virtual_tokens, rank, max_length
         self.alpha, self.offset_positions = float(alpha), offset_positions
         dtype, device = emb.weight.dtype, emb.weight.device
@@ -148,7 +155,7 @@ class SoftPromptModel(nn.Module):
         if self.rank:
             named.update(offset_a=self.offset_a, offset_b=self.offset_b)
         for head in self.head_names:
-            named.update({f"head.{head}.{n}": p for n, p in getattr(self.base, head).named_parameters()})
+            named.update({f"head.{head}.{n}": p for n, p in self.base.get_submodule(head).named_parameters()})
         return named
 
     def optimizer_groups(self, prompt_lr: float, offset_lr: float, weight_decay: float = 0.0) -> list[dict]:
@@ -184,6 +191,10 @@ class SoftPromptModel(nn.Module):
         offset = self.offset(attention_mask, input_ids.shape[1])
         if offset is not None:
             embeds = embeds + offset.to(embeds.dtype)
+        if self.left_align:  # stable sort on the mask: padding first, real tokens in their order, the last one last
+            order = torch.sort(attention_mask.long(), dim=1, stable=True).indices
+            embeds = embeds.gather(1, order[..., None].expand_as(embeds))
+            attention_mask = attention_mask.gather(1, order)
         batch, m = input_ids.shape[0], self.num_virtual_tokens
         prompt = self.prompt[None].expand(batch, -1, -1).to(embeds.dtype)
         embeds = torch.cat([prompt, embeds], dim=1)

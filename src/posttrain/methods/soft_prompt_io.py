@@ -1,7 +1,8 @@
 """Files of soft prompts / DePT adapters (``methods/soft_prompt.py``): writing, reading, checking, exporting.
 
 An adapter directory holds ``soft_prompt_config.json`` (m, r, s, alpha, offset positions, model kind and width)
-and ``soft_prompt.safetensors`` (``prompt`` = P, ``offset_a`` = A, ``offset_b`` = B). Both are written atomically
+and ``soft_prompt.safetensors`` (``prompt`` = P, ``offset_a`` = A, ``offset_b`` = B, and for a classification head
+``head.<module>.<parameter>``, e.g. ``head.bert.pooler.dense.weight``). Both are written atomically
 (temporary file + rename). Loading checks every tensor's presence and shape against the config and the base
 model, so a mismatched adapter fails with a one-line error instead of a silent broadcast.
 
@@ -58,6 +59,7 @@ def adapter_config(model) -> dict:
         "model_kind": model.kind,
         "hidden_size": model.prompt.shape[1],
         "base_model_class": type(model.base).__name__,
+        "head_modules": list(model.head_names),
         "base_model": getattr(model.base.config, "_name_or_path", None),
     }
 
@@ -100,11 +102,28 @@ def _read_tensors(directory: Path) -> dict[str, torch.Tensor]:
         raise ModelLoadError(f"{path}: not a valid safetensors file ({exc})") from None
 
 
+LEGACY_HEAD_MODULES = ("classifier", "score")  # all an adapter saved before ``head_modules`` was recorded holds
+
+
+def _saved_heads(directory: Path) -> tuple[str, ...] | None:
+    """The head modules the adapter in ``directory`` saved; None where there is no config to say."""
+    if not config_path(directory).is_file():
+        return None
+    return tuple(read_config(directory).get("head_modules", LEGACY_HEAD_MODULES))
+
+
 def load_weights(model, directory: str | Path) -> None:
-    """Copy P (and A, B) from ``directory`` into ``model``, checking names and shapes."""
+    """Copy P (and A, B, and the head's weights) from ``directory`` into ``model``, checking names and shapes.
+
+    A head module the adapter's config says it did not save (an adapter written before the pooler/pre_classifier
+    were saved) keeps the base model's weights: that is what it was trained and evaluated with."""
     directory = Path(directory)
     tensors = _read_tensors(directory)
+    saved_heads = _saved_heads(directory)
     expected = model.trainable_parameters()
+    for name in [n for n in expected if n not in tensors and n.startswith("head.") and saved_heads is not None]:
+        if not any(name.startswith(f"head.{head}.") for head in saved_heads):
+            del expected[name]
     for name, param in expected.items():
         if name not in tensors:
             raise ModelLoadError(f"{directory / WEIGHTS_NAME}: missing tensor {name!r}")
@@ -122,6 +141,9 @@ def export_peft_prompt_tuning(model, directory: str | Path, base_model_name: str
     """Write P in PEFT's PROMPT_TUNING adapter format (vanilla prompt tuning only)."""
     if model.rank:
         raise ModelLoadError("PEFT export: DePT's offset has no PEFT equivalent; only prompt_tuning exports")
+    if model.head_names:
+        raise ModelLoadError(f"PEFT export: the trained classification head ({', '.join(model.head_names)}) has no "
+                             "place in PEFT's PROMPT_TUNING files; use the posttrain adapter directory")
     task_type = {"causal": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM", "encoder": "FEATURE_EXTRACTION"}[model.kind]
     config = model.base.config
     directory = Path(directory)
