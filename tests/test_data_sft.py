@@ -102,7 +102,8 @@ def test_right_padding():
 def test_left_padding_and_pad_to():
     batch = SFTCollator(pad_token_id=0, padding_side="left")([F1, F2])
     _assert_batch(batch, input_ids=[[5, 6, 7], [0, 8, 9]], attention_mask=[[1, 1, 1], [0, 1, 1]],
-                  labels=[[IGN, 6, 7], [IGN, IGN, 9]], loss_weights=[[0, 1, 1], [0, 0, 0.5]])
+                  labels=[[IGN, 6, 7], [IGN, IGN, 9]], loss_weights=[[0, 1, 1], [0, 0, 0.5]],
+                  position_ids=[[0, 1, 2], [0, 0, 1]])  # counted over real tokens (absolute-position models)
     batch = SFTCollator(pad_token_id=3, pad_to=5)([F1, F2])
     _assert_batch(batch, input_ids=[[5, 6, 7, 3, 3], [8, 9, 3, 3, 3]],
                   attention_mask=[[1, 1, 1, 0, 0], [1, 1, 0, 0, 0]],

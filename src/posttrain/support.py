@@ -60,6 +60,9 @@ def refusal(cfg: RunConfig, kind: str) -> str | None:
     if kind != "causal" and loss.mode != "output_only":
         return (f"loss.mode: {loss.mode} puts loss on instruction tokens, which a {family} model's decoder never "
                 "predicts; only output_only (IT) is supported on it")
+    if kind == "seq2seq" and cfg.data.padding_side == "left":
+        return ("data.padding_side: encoder-decoder inputs are padded on the right (with left padding BART's learned "
+                "positions and a soft prompt's distance to the text move with the padding)")
     if kind != "causal" and train.packing:
         return f"train.packing: padding-free batches are for decoder-only models, not {family} ones"
     if kind != "causal" and train.neftune_alpha > 0:

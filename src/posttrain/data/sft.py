@@ -129,5 +129,7 @@ class SFTCollator:
                 batch["attention_mask"][row, span] = 1
                 batch["labels"][row, span] = lab
                 batch["loss_weights"][row, span] = w
+            if self.padding_side == "left":  # positions count real tokens: GPT-2's learned positions stay put
+                batch["position_ids"] = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
         batch["loss_normalizer"] = torch.tensor(normalizer, dtype=torch.float32)
         return batch

@@ -206,8 +206,9 @@ class SoftPromptModel(nn.Module):
 
     def forward(self, input_ids=None, attention_mask=None, labels=None, logits_to_keep=None, position_ids=None,
                 **kwargs):
-        if position_ids is not None:
+        if position_ids is not None and attention_mask is None:
             raise ValueError("soft prompts do not support explicit position_ids (packing); use padded batches")
+        # (with a mask, positions are counted over the real tokens after the prompt here, as a padded batch's are)
         embeds, mask, positions = self.embed(input_ids, attention_mask)
         m = self.num_virtual_tokens
         if self.kind == "seq2seq":
