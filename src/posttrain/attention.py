@@ -13,6 +13,9 @@ this module does the same with plain PyTorch SDPA, so it works on CPUs too:
   generation with a cache) goes to transformers' own SDPA function unchanged.
 
 The result equals running each example on its own (tests/test_attention.py), as ``sdpa`` with the block mask does.
+
+``model.attn_implementation: auto`` is decided from the model class's declared support (``choose``), before any
+weight loads: not every class runs SDPA (Gemma 2, DeBERTa-v2), so asking for it would fail the load.
 """
 
 from __future__ import annotations
@@ -66,12 +69,56 @@ def varlen_attention(module, query, key, value, attention_mask, **kwargs):
     return torch.cat(rows, dim=0), None
 
 
-def choose(requested: str | None, packed: bool) -> str | None:
-    """``auto`` -> this module's attention for packed training batches (cost sum of L_i^2 and no T x T mask, where
-    ``sdpa`` builds a dense block mask; README, "Benchmarks"), ``sdpa`` otherwise; any other name is kept."""
-    if requested != "auto":
+class Provisional(str):
+    """A name ``choose`` picked for ``auto`` before the model class was known (the engine decides packing before the
+    model loads): it reads as the name (``choose("auto", True) == NAME``), but the loader may still replace it with
+    what the class supports, where an explicit user choice is refused instead."""
+
+
+def supported(model_class, causal: bool = True) -> list[str]:
+    """The attention implementations ``model_class`` can run, from the class's own ``_supports_*`` flags (what
+    transformers checks when it loads): eager always; sdpa, flash_attention_2/3 and flex_attention where declared;
+    this module's attention for causal classes that run SDPA and dispatch through ``AttentionInterface``
+    (``_supports_attention_backend``; a class without it would silently ignore the registered function)."""
+    names = ["eager"]
+    if getattr(model_class, "_supports_sdpa", False):
+        names.append("sdpa")
+        if causal and getattr(model_class, "_supports_attention_backend", False):
+            names.append(NAME)
+    if getattr(model_class, "_supports_flash_attn", False) or getattr(model_class, "_supports_flash_attn_2", False):
+        names += ["flash_attention_2", "flash_attention_3"]
+    if getattr(model_class, "_supports_flex_attn", False):
+        names.append("flex_attention")
+    return names
+
+
+GATED = ("sdpa", NAME, "flash_attention_2", "flash_attention_3", "flex_attention")  # names a class must declare
+
+
+def choose(requested: str | None, packed: bool, model_class=None, causal: bool = True) -> str | None:
+    """The implementation to load. ``auto`` -> this module's attention for packed causal training (cost sum of
+    L_i^2 and no T x T mask, where ``sdpa`` builds a dense block mask; README, "Benchmarks"), else ``sdpa``, each
+    only where ``model_class`` supports it (``supported``), else ``eager`` (Gemma 2 refuses SDPA, which ignores its
+    attention soft-capping; DeBERTa-v2 has no SDPA path). Without a class the pick is ``Provisional``; any other
+    name is kept (``unsupported`` says whether the class can run it)."""
+    if requested != "auto" and not isinstance(requested, Provisional):
         return requested
-    return NAME if packed else "sdpa"
+    packed = packed or requested == NAME  # a provisional pick made for packed training
+    if model_class is None:
+        return Provisional(NAME if packed else "sdpa")
+    names = supported(model_class, causal)
+    if packed and NAME in names:
+        return NAME
+    return "sdpa" if "sdpa" in names else "eager"
+
+
+def unsupported(name: str | None, model_class, causal: bool = True) -> list[str] | None:
+    """None when ``model_class`` can run ``name`` (or the name is one transformers resolves itself: None, eager,
+    a hub kernel, a registered function), else what the class supports."""
+    if name not in GATED:
+        return None
+    names = supported(model_class, causal)
+    return None if name in names else names
 
 
 def register() -> str:

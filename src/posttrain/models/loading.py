@@ -22,11 +22,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..attention import choose, register
+from ..attention import Provisional, choose, register, unsupported
 from ..config import ModelConfig
 from ..errors import ModelLoadError, first_line
 from ..io_utils import safetensors_damage
-from .families import resolve_head
+from .families import config_kind, resolve_head
 from .gguf import default_gguf_path, ensure_converted
 
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -51,12 +51,34 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.lower().endswith(".gguf")
 
 
-def _common_kwargs(cfg: ModelConfig) -> dict:
+def _common_kwargs(cfg: ModelConfig, target: _Target) -> dict:
     kwargs = {"dtype": _torch_dtype(cfg.dtype), "trust_remote_code": cfg.trust_remote_code}
-    if cfg.attn_implementation:
-        register()  # posttrain_varlen (padding-free attention without a dense mask) becomes a valid name
-        kwargs["attn_implementation"] = choose(cfg.attn_implementation, packed=False)  # the engine resolves packing
+    attention = _attention(cfg, target)
+    if attention is not None:
+        kwargs["attn_implementation"] = attention
     return kwargs
+
+
+def _attention(cfg: ModelConfig, target: _Target) -> str | None:
+    """The ``attn_implementation`` to load with, decided from the class that will be built, before any weight
+    loads. ``auto`` (or the engine's provisional pick for it, made knowing only whether batches are packed) ->
+    what the class supports (``attention.choose``): a class without SDPA (Gemma 2, DeBERTa-v2) would otherwise fail
+    to load. An explicit name the class does not declare -> one ModelLoadError line naming the model and what it
+    supports. A class unknown before loading (remote code) gets transformers' own default for ``auto``: sdpa where
+    the class supports it, else eager."""
+    requested = cfg.attn_implementation
+    if not requested:
+        return None
+    register()  # posttrain_varlen (padding-free attention without a dense mask) becomes a valid name
+    is_auto = requested == "auto" or isinstance(requested, Provisional)
+    if target.model_class is None:
+        return None if is_auto else str(requested)
+    name = choose(requested, packed=False, model_class=target.model_class, causal=target.causal)
+    missing = None if is_auto else unsupported(name, target.model_class, target.causal)
+    if missing:
+        raise ModelLoadError(f"{target.label}: model.attn_implementation {name} is not supported by "
+                             f"{target.model_class.__name__}; it supports {', '.join(missing)}")
+    return str(name)
 
 
 HEADS = {  # ModelConfig.head -> the transformers auto class that loads it
@@ -67,16 +89,40 @@ HEADS = {  # ModelConfig.head -> the transformers auto class that loads it
 }
 
 
-def _model_class(folder_or_repo: str, cfg: ModelConfig, extra: dict):
-    """The auto class for ``cfg.head`` (reading the config for ``auto``), with head-specific kwargs in ``extra``."""
-    import transformers
+class _Target:
+    """What ``from_pretrained`` will build, read from the config alone: the auto class for ``cfg.head`` (reading
+    the config for ``auto``), the concrete class it maps the config to (None for remote code or an unknown type),
+    and whether that is a causal LM."""
 
-    head = cfg.head
-    if head == "auto":
-        config = transformers.AutoConfig.from_pretrained(folder_or_repo, trust_remote_code=cfg.trust_remote_code,
-                                                         **extra)
-        head = resolve_head(head, config)
-    return getattr(transformers, HEADS[head])
+    def __init__(self, folder_or_repo: str, cfg: ModelConfig, extra: dict, label: str):
+        import transformers
+
+        self.label, head, config = label, cfg.head, None
+        if head == "auto" or cfg.attn_implementation:
+            config = transformers.AutoConfig.from_pretrained(folder_or_repo, trust_remote_code=cfg.trust_remote_code,
+                                                             **extra)
+            head = resolve_head(head, config)
+        self.auto_class = getattr(transformers, HEADS[head])
+        self.model_class = _concrete_class(self.auto_class, config, cfg.trust_remote_code)
+        self.causal = config is not None and config_kind(config, head) == "causal"
+
+
+def _concrete_class(auto_class, config, trust_remote_code: bool):
+    """The class ``auto_class.from_pretrained`` instantiates for ``config`` (as transformers picks it), or None."""
+    if config is None:
+        return None
+    if trust_remote_code and auto_class.__name__ in (getattr(config, "auto_map", None) or {}):
+        return None  # the hub's own code: its class is only known once that code is imported
+    mapping = auto_class._model_mapping
+    if type(config) not in mapping:
+        return None
+    try:
+        from transformers.models.auto.auto_factory import _get_model_class
+
+        return _get_model_class(config, mapping)
+    except (ImportError, AttributeError, TypeError):  # a transformers without the helper: the plain mapping
+        found = mapping[type(config)]
+        return None if isinstance(found, (list, tuple)) else found
 
 
 def _head_kwargs(cfg: ModelConfig, num_labels: int | None) -> dict:
@@ -109,12 +155,12 @@ def _load_local_dir(folder: Path, cfg: ModelConfig, *, label: str | None = None,
         if reason:
             raise ModelLoadError(f"{weights}: damaged weights file, {reason}")
     try:
-        model_class = _model_class(str(folder), cfg, {"local_files_only": True})
-        model = model_class.from_pretrained(str(folder), use_safetensors=True, local_files_only=True,
-                                            **_common_kwargs(cfg), **_head_kwargs(cfg, num_labels))
+        target = _Target(str(folder), cfg, {"local_files_only": True}, label)
+        model = target.auto_class.from_pretrained(str(folder), use_safetensors=True, local_files_only=True,
+                                                  **_common_kwargs(cfg, target), **_head_kwargs(cfg, num_labels))
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True,
                                                   trust_remote_code=cfg.trust_remote_code)
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
+    except (OSError, ValueError, KeyError, RuntimeError, ImportError) as err:  # ImportError: flash_attn missing
         if "mismatched_sizes" in str(err) or "size mismatch" in str(err):
             raise ModelLoadError(f"{label}: cannot load model directory (a weight's shape in *.safetensors does not "
                                  "match what config.json describes)") from None
@@ -134,9 +180,9 @@ def _load_hub(repo: str, cfg: ModelConfig, num_labels: int | None = None):
 
             local = hf_hub_download(repo, cfg.gguf_file, **hub)
         else:
-            model_class = _model_class(repo, cfg, hub)
-            model = model_class.from_pretrained(repo, use_safetensors=True, **hub, **_common_kwargs(cfg),
-                                                **_head_kwargs(cfg, num_labels))
+            target = _Target(repo, cfg, hub, f"model {repo!r}")
+            model = target.auto_class.from_pretrained(repo, use_safetensors=True, **hub, **_common_kwargs(cfg, target),
+                                                      **_head_kwargs(cfg, num_labels))
             tokenizer = AutoTokenizer.from_pretrained(repo, trust_remote_code=cfg.trust_remote_code, **hub)
     except OSError as err:
         if offline:
@@ -146,7 +192,7 @@ def _load_hub(repo: str, cfg: ModelConfig, num_labels: int | None = None):
             ) from None
         reason = first_line(err)
         raise ModelLoadError(f"model {repo!r} is not a local path and the hub cannot serve it ({reason})") from None
-    except ValueError as err:  # e.g. an id that is not a valid repo name
+    except (ValueError, ImportError) as err:  # e.g. an id that is not a valid repo name; flash_attn missing
         raise ModelLoadError(f"model {repo!r}: {first_line(err)}") from None
     if cfg.gguf_file:
         return _load_local_dir(ensure_converted(local), cfg, label=f"{repo}/{cfg.gguf_file}", num_labels=num_labels)

@@ -59,6 +59,10 @@ class ContinuedPretrainingConfig:
                               "Empty = 'default' when run alone; in a PCP/TAPT pipeline, the final recipe's model.")
     head: Literal["auto", "causal_lm", "masked_lm"] = _f(
         "auto", "Head to load: auto = masked_lm for masked-LM checkpoints (BERT, RoBERTa), causal_lm for decoders.")
+    attn_implementation: str = _f(
+        "auto", "Attention backend, as model.attn_implementation of a run (sdpa, eager, flash_attention_2, ...); auto "
+        "= sdpa where the model class supports it, else eager (Gemma 2, DeBERTa-v2). Overrides the model settings "
+        "a pipeline passes unless auto.")
     objective: Literal["auto", "mlm", "clm"] = _f(
         "auto", "mlm (15% masking, 80/10/10) or clm (next token); auto = mlm for masked LMs, clm for causal LMs.")
     train_file: Optional[str] = _f(None, "Corpus, one example per line (UTF-8 text; blank lines skipped).")
@@ -100,6 +104,8 @@ class ContinuedPretrainingConfig:
 
     def __post_init__(self):
         check_bounds(self)
+        if not str(self.attn_implementation or "").strip():
+            raise ConfigError("attn_implementation: must name an attention backend (auto, sdpa, eager, ...)")
         if self.mask_replace_prob + self.random_replace_prob > 1.0:
             raise ConfigError("random_replace_prob: mask_replace_prob + random_replace_prob must be <= 1")
         if self.max_steps <= 0 and self.num_epochs <= 0:
@@ -257,7 +263,7 @@ def continued_pretraining(cfg: ContinuedPretrainingConfig, *, resume: bool | Non
     """Train ``cfg``; returns final metrics (``eval_loss`` of the best checkpoint, ``best_step``, ``start_eval_loss``).
 
     ``model_config`` (a ``config.ModelConfig``) replaces ``cfg.model``/``cfg.head`` where a pipeline passes a recipe's
-    full model settings (dtype, gguf_file, ...).
+    full model settings (dtype, gguf_file, ...); an explicit ``cfg.attn_implementation`` (not auto) still applies.
     ``resume=None`` continues from the last checkpoint under ``output_dir/checkpoints`` when there is one;
     ``True`` requires one; ``False`` refuses a directory that already holds checkpoints.
     """
@@ -277,6 +283,8 @@ def continued_pretraining(cfg: ContinuedPretrainingConfig, *, resume: bool | Non
     set_seed(cfg.seed)
     if model is None or tokenizer is None:
         model_config = model_config or ModelConfig(name_or_path=cfg.model or "default", head=cfg.head)
+        if cfg.attn_implementation != "auto":
+            model_config = dataclasses.replace(model_config, attn_implementation=cfg.attn_implementation)
         model, tokenizer = load_model_and_tokenizer(model_config, for_training=True)
     objective = resolve_objective(cfg, model)
     train_data, train_stats = read_corpus(cfg.train_file, tokenizer, cfg.max_length, objective)
