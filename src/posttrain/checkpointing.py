@@ -81,6 +81,67 @@ class AtomicCheckpoints:
             distributed.rotate_checkpoints(run_dir, self.args.save_total_limit, self.state.best_model_checkpoint)
         self.accelerator.wait_for_everyone()
 
+    # Loading a checkpoint's weights back. transformers 5 renames some checkpoint keys when it loads a model and
+    # reverts the renaming when it saves one (GPT-NeoX: ``embed_out.weight`` on disk is ``lm_head.weight`` in the
+    # module), but the Trainer reloads checkpoints with a plain ``load_state_dict(strict=False)``: the renamed
+    # tensors are skipped with a warning and keep their current values, so a resumed run (or the best checkpoint
+    # that ``load_best_model_at_end`` restores) silently trains on with a stale LM head. Such models load here with
+    # the names mapped back; every other model takes the Trainer's own path unchanged.
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        if not self._load_renamed_weights(resume_from_checkpoint, self.model if model is None else model):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_best_model(self) -> None:
+        if not self._load_renamed_weights(self.state.best_model_checkpoint, self.model):
+            super()._load_best_model()
+
+    def _load_renamed_weights(self, folder: str, model) -> bool:
+        """Load ``folder``'s safetensors weights into ``model`` under the model's own names; False (nothing done)
+        where the Trainer's loader is already exact: no key renamed on save, PEFT, FSDP, DeepSpeed."""
+        from transformers import PreTrainedModel
+
+        if self.is_fsdp_enabled or self.is_deepspeed_enabled or not isinstance(model, PreTrainedModel):
+            return False
+        renamed = saved_names(model)
+        files = safetensors_files(Path(folder)) if renamed else []
+        if not files:
+            return False
+        from safetensors.torch import load_file
+
+        state = {}
+        for file in files:
+            state.update({renamed.get(k, k): v for k, v in load_file(str(file), device="cpu").items()})
+        self._issue_warnings_after_load(model.load_state_dict(state, strict=False))
+        return True
+
+
+def saved_names(model) -> dict[str, str]:
+    """{name on disk: name in ``model.state_dict()``} for the tensors ``save_pretrained`` writes under another name
+    than the model's (transformers' reverted load-time renaming); {} for most models. Found by running the very
+    reversal ``save_pretrained`` runs on the model's own tensors, so whatever saving renames, loading maps back."""
+    try:
+        from transformers.core_model_loading import revert_weight_conversion
+    except ImportError:  # a transformers that saves under the module names
+        return {}
+    state = model.state_dict()
+    names = {id(tensor): name for name, tensor in state.items()}
+    reverted = revert_weight_conversion(model, dict(state))
+    return {saved: names[id(t)] for saved, t in reverted.items() if id(t) in names and names[id(t)] != saved}
+
+
+def safetensors_files(folder: Path) -> list[Path]:
+    """The weight files of a saved model: ``model.safetensors``, or the shards its index lists."""
+    import json
+
+    if (folder / "model.safetensors").is_file():
+        return [folder / "model.safetensors"]
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        shards = json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()
+        return [folder / name for name in sorted(set(shards))]
+    return []
+
 
 def complete_checkpoints(run_dir: Path) -> list[Path]:
     """The complete ``checkpoint-N`` directories under ``run_dir/checkpoints``, by step.
