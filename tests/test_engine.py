@@ -137,6 +137,10 @@ def test_lora_trains_only_the_adapter(tmp_path, tiny_model_dir, data_file):
     assert (tmp_path / "lora" / "final" / "adapter_model.safetensors").is_file()
     adapter = load_file(str(tmp_path / "lora" / "final" / "adapter_model.safetensors"))
     assert any("lora_B" in k and v.abs().sum() > 0 for k, v in adapter.items())  # B moved away from its zero init
+    meta = json.loads((tmp_path / "lora" / "run_meta.json").read_text())
+    wrapped = {n.split(".")[-2] for n, _ in model.named_modules() if n.endswith(".lora_A")}
+    assert sorted(wrapped) == sorted(set(meta["adapter"]["resolved_target_modules"]))  # what LoRA really wrapped
+    assert meta["model"]["family"] == "causal" and meta["model"]["base_class"] == "LlamaForCausalLM"
 
 
 def test_refuses_to_overwrite_and_resume_without_checkpoint(tmp_path, tiny_model_dir, data_file):

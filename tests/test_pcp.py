@@ -318,3 +318,35 @@ def test_settings_added_by_a_later_version_do_not_invalidate_a_stage():
     assert not pcp._same_settings({"a": 1}, {"a": 2})
     assert not pcp._same_settings({"a": 1, "gone": 0}, {"a": 1})
     assert "a: 1 -> 2" in pcp._first_difference({"a": 1, "b": 0}, {"a": 2, "b": 0, "new": 1})
+
+
+def test_pcp_end_to_end_on_a_roberta_family_model(tmp_path):
+    """The paper's own setting (Shi & Lipani 2023: RoBERTa): the teacher prompt-fine-tunes through the MLM head
+    (verbalizer at <mask>), stage 4 continues pre-training with the masked-LM objective, stage 5 starts from it."""
+    from tiny_models import save_tiny
+
+    model_dir = save_tiny("roberta", tmp_path / "roberta")
+    root = write_sst2_data(tmp_path / "data")
+    (tmp_path / "prompt_ft.yaml").write_text(
+        f"model: {{name_or_path: '{model_dir}'}}\n"
+        "task: {name: SST-2, objective: verbalizer, form: template, label_tokens: first, train: 'kshot:train', "
+        "eval: 'kshot:dev', test: 'kshot:test'}\n"
+        "data: {max_length: 64}\n"
+        "train: {max_steps: 2, per_device_batch_size: 4, learning_rate: 1.0e-3, progress: false}\n")
+    (tmp_path / "pcp.yaml").write_text(
+        f"task: SST-2\ndata_root: '{root}'\noutput_dir: '{tmp_path / 'out'}'\nteacher_recipe: prompt_ft.yaml\n"
+        "max_pool_train: 6\n"
+        "cpt: {max_steps: 2, eval_steps: 1, per_device_batch_size: 4, gradient_accumulation_steps: 1, "
+        "max_length: 64, progress: false}\n")
+    summary = pcp.run_pipeline(pcp.load_pipeline_config(tmp_path / "pcp.yaml", method="pcp"), log=lambda *_: None)
+    out = tmp_path / "out"
+    assert json.loads((out / "stage1_teacher" / "run_meta.json").read_text())["model"]["class"] == \
+        "RobertaForMaskedLM"
+    lines = (out / "stage3_corpus" / "train.txt").read_text().splitlines()
+    assert len(lines) == 6 and all(line.endswith((" It was great .", " It was terrible .")) for line in lines)
+    assert summary["cpt"]["metrics"]["objective"] == "mlm"
+    final_meta = json.loads((out / "stage5_final" / "run_meta.json").read_text())
+    assert final_meta["model"]["class"] == "RobertaForMaskedLM"
+    assert json.loads((out / "stage5.done.json").read_text())["settings"]["model"]["name_or_path"] == \
+        str(out / "stage4_cpt" / "best")
+    assert 0.0 <= summary["final"]["metrics"]["test_accuracy"] <= 1.0

@@ -97,3 +97,27 @@ def test_recipe_data_is_readable(recipe):
     assert rows["train"]
     if cfg.task.name:
         assert all(rows[which] for which in ("eval", "test") if getattr(cfg.task, which))
+
+
+def test_the_dept_t5_recipe_trains_text_to_text_on_a_t5_model(tmp_path):
+    """configs/dept/sst2_dept_t5.yaml (the DePT paper's setting) on a tiny T5 and a tiny SST-2 in the shared-data
+    layout: the recipe's DePT shape (m=60, r=30, s=256) on the encoder, the label word on the decoder."""
+    import json
+
+    from posttrain.config import load_config
+    from posttrain.engine import train
+    from test_pcp import write_sst2_data
+    from tiny_models import save_tiny
+
+    root = write_sst2_data(tmp_path / "data")
+    cfg = load_config(ROOT / "configs/dept/sst2_dept_t5.yaml", [
+        f"model.name_or_path={save_tiny('t5', tmp_path / 't5')}", f"task.data_root={root}", "task.test=kshot:test",
+        "train.max_steps=4", "train.eval_steps=2", "train.save_steps=2", "train.per_device_batch_size=4",
+        "train.progress=false", f"train.output_dir={tmp_path / 'run'}"])
+    final = train(cfg)
+    meta = json.loads((tmp_path / "run" / "run_meta.json").read_text())
+    assert meta["model"]["base_class"] == "T5ForConditionalGeneration" and meta["model"]["family"] == "seq2seq"
+    assert meta["adapter"]["type"] == "dept" and meta["adapter"]["rank"] == 30
+    d = 32  # the tiny T5's width
+    assert meta["model"]["trainable"] == 60 * d + 30 * (256 + d)
+    assert 0.0 <= final["test_accuracy"] <= 1.0 and final["eval_output_loss"] > 0

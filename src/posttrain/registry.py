@@ -48,6 +48,7 @@ class Method:
     weights_file: Optional[str] = None  # the file in a run's final/ that marks the method's weights (None: a
     #                                    whole model directory)
     describe: Callable = _nothing_to_describe  # the method's named choices, for run_meta.json
+    resolved: Callable = _nothing_to_describe  # (wrapped model) -> what the choices became on it, for run_meta.json
     families: tuple[str, ...] = FAMILIES  # model kinds it supports (models.families.model_kind)
     kl_reference: Optional[str] = None  # how the KL baseline gets the starting model: "frozen_copy",
     #                                     "adapter_disabled", or None (not supported)

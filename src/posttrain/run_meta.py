@@ -17,7 +17,7 @@ from .data.instruction_loss import describe as describe_loss
 from .methods.objectives import describe as describe_objective
 from .registry import method_named
 from .run_data import PreparedData
-from .models import describe_model
+from .models import describe_model, model_kind, wrapper_chain
 
 
 def run_metadata(cfg: RunConfig, model, data: PreparedData) -> dict:
@@ -35,7 +35,8 @@ def run_metadata(cfg: RunConfig, model, data: PreparedData) -> dict:
         "datasets": datasets.__version__,
         "command": " ".join(sys.argv),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "model": describe_model(model),
+        "model": {**describe_model(model), "family": model_kind(model),
+                  "base_class": type(wrapper_chain(model)[-1]).__name__},
         "loss": describe_loss(cfg.loss),
         "adapter": describe_adapter(cfg, model),
         "regularisation": {"kl": kl_regularisation.describe(cfg) or None,
@@ -58,4 +59,5 @@ def run_metadata(cfg: RunConfig, model, data: PreparedData) -> dict:
 def describe_adapter(cfg: RunConfig, model) -> dict:
     """What trains, with the method's named choices (recorded in run_meta.json)."""
     out = {"type": cfg.adapter.type, "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
-    return {**out, **method_named(cfg.adapter.type).describe(cfg)}
+    method = method_named(cfg.adapter.type)
+    return {**out, **method.describe(cfg), **method.resolved(model)}

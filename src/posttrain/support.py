@@ -58,8 +58,8 @@ def refusal(cfg: RunConfig, kind: str) -> str | None:
                 f"generate (use a decoder-only or encoder-decoder model, or a task with task.objective verbalizer "
                 "or classifier)")
     if kind != "causal" and loss.mode != "output_only":
-        return (f"loss.mode: {loss.mode} puts loss on instruction tokens, which a {family} model's decoder never "
-                "predicts; only output_only (IT) is supported on it")
+        return (f"loss.mode: {loss.mode} puts loss on instruction tokens, which the decoder of an {family} model "
+                "never predicts (the instruction is the encoder's input); only output_only (IT) is supported")
     if kind == "seq2seq" and cfg.data.padding_side == "left":
         return ("data.padding_side: encoder-decoder inputs are padded on the right (with left padding BART's learned "
                 "positions and a soft prompt's distance to the text move with the padding)")

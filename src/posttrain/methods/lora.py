@@ -105,6 +105,17 @@ def _describe(cfg) -> dict:
     return {"r": a.lora_r, "alpha": a.lora_alpha, "dropout": a.lora_dropout, "target_modules": list(a.lora_target_modules)}
 
 
+def _resolved(model) -> dict:
+    """The modules LoRA wrapped and the head modules trained whole, as ``_wrap`` left them on the model."""
+    from ..models.families import wrapper_chain
+
+    peft_model = next((m for m in wrapper_chain(model) if hasattr(m, "posttrain_lora_targets")), None)
+    if peft_model is None:
+        return {}
+    return {"resolved_target_modules": list(peft_model.posttrain_lora_targets),
+            "modules_to_save": list(getattr(peft_model, "posttrain_lora_modules_to_save", None) or [])}
+
+
 METHOD = Method(
     name="lora",
     summary="LoRA: a low-rank update B A of chosen weight matrices, from PEFT (Hu et al. 2021)",
@@ -113,6 +124,7 @@ METHOD = Method(
     weights_file="adapter_config.json",
     restore=_restore,
     describe=_describe,
+    resolved=_resolved,
     kl_reference="adapter_disabled",
     noisy_embeddings=True,
     packing=True,
