@@ -193,3 +193,25 @@ def test_errors(tmp_path, tiny_model_dir, tokenizer, corpus):
         read_corpus(str(empty), tokenizer, 32, "clm")
     _, stats = read_corpus(str(corpus[0]), tokenizer, 8, "clm")
     assert stats["lines"] == 16 and stats["max_tokens"] == 8 and stats["truncated_at_max_length"] == 16
+
+
+def test_the_objective_is_decided_from_the_config_before_any_weight_loads(tmp_path, corpus, monkeypatch):
+    """An encoder-decoder is refused, an ELECTRA discriminator (architectures ElectraForPreTraining) continues
+    pre-training as the masked LM it is, both decided without loading weights."""
+    import posttrain.pipelines.continued_pretraining as cpt
+    from transformers import ElectraConfig
+
+    from tiny_models import save_tiny
+
+    loaded = []
+    monkeypatch.setattr(cpt, "load_model_and_tokenizer", lambda *a, **k: loaded.append(a) or (_ for _ in ()).throw(
+        RuntimeError("stop after the check")))
+    t5 = save_tiny("t5", tmp_path / "t5")
+    with pytest.raises(ConfigError, match=r"^cpt.head: continued pre-training needs a masked or causal LM, "
+                                          r"T5ForConditionalGeneration is seq2seq_lm$"):
+        continued_pretraining(cpt_config(tmp_path, t5, corpus, "t5"))
+    assert loaded == []
+    electra = ElectraConfig(architectures=["ElectraForPreTraining"])
+    assert cpt.resolve_objective(ContinuedPretrainingConfig(), electra) == "mlm"
+    with pytest.raises(ConfigError, match="objective: clm does not fit ElectraForPreTraining"):
+        cpt.resolve_objective(ContinuedPretrainingConfig(objective="clm"), electra)

@@ -47,7 +47,7 @@ from ..errors import ConfigError, DataError
 from ..distributed import remove_staging
 from ..engine import last_checkpoint
 from ..io_utils import atomic_write_json
-from ..models import describe_model, load_model_and_tokenizer, resolve_head
+from ..models import describe_model, load_model_and_tokenizer, load_model_config, resolve_head
 from ..training_args import mixed_precision_arguments, training_arguments as engine_arguments
 
 
@@ -228,15 +228,17 @@ class _CorpusMetrics(MetricsCallback):
         return super().on_log(args, state, control, logs=logs, **kwargs)
 
 
-def resolve_objective(cfg: ContinuedPretrainingConfig, model) -> str:
-    head = resolve_head(cfg.head, model.config)
+def resolve_objective(cfg: ContinuedPretrainingConfig, model_config, head: str | None = None) -> str:
+    """``mlm`` or ``clm`` for the model a transformers ``model_config`` describes, loaded with ``head`` (default
+    ``cfg.head``): read from the config alone, so an encoder-decoder (no line-by-line LM objective here) or an
+    objective that does not fit is refused before any weight loads."""
+    name = (getattr(model_config, "architectures", None) or [model_config.model_type])[0]
+    head = resolve_head(head or cfg.head, model_config)
     if head not in ("masked_lm", "causal_lm"):
-        raise ConfigError(f"cpt.head: continued pre-training needs a masked or causal LM, {type(model).__name__} "
-                          f"is {head}")
+        raise ConfigError(f"cpt.head: continued pre-training needs a masked or causal LM, {name} is {head}")
     natural = "mlm" if head == "masked_lm" else "clm"
     if cfg.objective not in ("auto", natural):
-        raise ConfigError(f"cpt.objective: {cfg.objective} does not fit {type(model).__name__} (a {head}); use "
-                          f"{natural} or auto")
+        raise ConfigError(f"cpt.objective: {cfg.objective} does not fit {name} (a {head}); use {natural} or auto")
     return natural
 
 
@@ -285,8 +287,11 @@ def continued_pretraining(cfg: ContinuedPretrainingConfig, *, resume: bool | Non
         model_config = model_config or ModelConfig(name_or_path=cfg.model or "default", head=cfg.head)
         if cfg.attn_implementation != "auto":
             model_config = dataclasses.replace(model_config, attn_implementation=cfg.attn_implementation)
+        objective = resolve_objective(cfg, load_model_config(model_config.name_or_path,
+                                                             model_config.trust_remote_code), model_config.head)
         model, tokenizer = load_model_and_tokenizer(model_config, for_training=True)
-    objective = resolve_objective(cfg, model)
+    else:
+        objective = resolve_objective(cfg, model.config)
     train_data, train_stats = read_corpus(cfg.train_file, tokenizer, cfg.max_length, objective)
     eval_data, eval_stats = read_corpus(cfg.eval_file, tokenizer, cfg.max_length, objective)
     eval_data = premask(eval_data, build_lm_collator(tokenizer, objective, cfg, seed=cfg.seed + 1))
