@@ -112,3 +112,29 @@ def test_dept_on_t5_feeds_the_encoder_the_papers_input(workspace):
     assert torch.allclose(seen["inputs_embeds"][0], expected, atol=1e-6)
     assert seen["attention_mask"].tolist() == [[1] * (len(p) + len(ids))]
     assert seen["decoder"].get("inputs_embeds") is None  # the decoder reads its own token ids
+
+
+@pytest.mark.parametrize("argv, arch, message", [
+    (["generate", "--model", "{model}", "--prompt", "hi"], "roberta",
+     "RobertaForMaskedLM is an encoder model; generation and output-token losses need decoder-only or "
+     "encoder-decoder models (score an encoder's task runs with posttrain tasks eval)"),
+    (["loss-eval", "--model", "{model}", "--test", "{eval}"], "bert",
+     "BertForMaskedLM is an encoder model; generation and output-token losses need decoder-only or "
+     "encoder-decoder models (score an encoder's task runs with posttrain tasks eval)"),
+    (["stepgame", "eval", "--model", "{model}", "--limit", "1", "--out", "{out}"], "t5",
+     "T5ForConditionalGeneration is an encoder-decoder model; the StepGame harness's scores need decoder-only "
+     "models"),
+])
+def test_commands_refuse_a_family_they_cannot_serve_before_loading(workspace, monkeypatch, capsys, argv, arch,
+                                                                   message):
+    import posttrain.generation
+    from posttrain.cli import main
+
+    root, files, _ = workspace
+    model = _model_dir(workspace, arch)
+    capsys.readouterr()  # the progress bars of saving the tiny model
+    monkeypatch.setattr(posttrain.generation, "load_model_and_tokenizer",
+                        lambda *a, **k: pytest.fail("the model loaded before the refusal"))
+    argv = [a.format(model=model, eval=files["eval"], out=root / "refused") for a in argv]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == f"error: {model}: {message}"

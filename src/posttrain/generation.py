@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from . import support
 from .config import ModelConfig, load_config
 from .data.chat import generation_prompt, resolve_template
 from .errors import ModelLoadError
@@ -45,13 +46,18 @@ def load_run(run_dir: str | Path, model_cfg: ModelConfig, *, for_training: bool 
     return method.restore(final, model_cfg, for_training, num_labels)
 
 
-def load_for_inference(spec: str, dtype: str = "float32"):
-    """Returns (model, tokenizer, chat_template_name) ready for ``generate``."""
+def load_for_inference(spec: str, dtype: str = "float32", families: tuple[str, ...] = support.DECODING,
+                       what: str = "generation and output-token losses"):
+    """Returns (model, tokenizer, chat_template_name) ready for ``generate``; a model outside ``families`` is
+    refused from its config, before its weights load (``support.check_model_family``)."""
     if Path(spec).is_dir() and (Path(spec) / "config.yaml").is_file():
         cfg = load_config(Path(spec) / "config.yaml")
+        support.check_model_family(cfg.model, spec, families, what)
         model, tokenizer = load_run(spec, replace(cfg.model, dtype=dtype))
         return model, tokenizer, cfg.data.chat_template
-    model, tokenizer = load_model_and_tokenizer(ModelConfig(name_or_path=spec, dtype=dtype), for_training=False)
+    model_cfg = ModelConfig(name_or_path=spec, dtype=dtype)
+    support.check_model_family(model_cfg, spec, families, what)
+    model, tokenizer = load_model_and_tokenizer(model_cfg, for_training=False)
     return model, tokenizer, "tokenizer"
 
 

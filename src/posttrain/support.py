@@ -84,3 +84,19 @@ def planned_kind(cfg: RunConfig, head: str) -> str:
     from .models import config_kind, load_model_config
 
     return config_kind(load_model_config(cfg.model.name_or_path, cfg.model.trust_remote_code), head)
+
+
+def check_model_family(model_cfg, spec: str, families=DECODING,
+                       what: str = "generation and output-token losses") -> None:
+    """Refuse, from its config alone, a model outside ``families`` for a command that needs them: ``generate``,
+    ``loss-eval`` and ``generate-set`` need a decoder (an encoder does not generate text); the StepGame harness,
+    whose scorer concatenates context and answer, needs a decoder-only model."""
+    from .models import config_kind, load_model_config
+
+    config = load_model_config(model_cfg.name_or_path, model_cfg.trust_remote_code)
+    kind = config_kind(config, model_cfg.head)
+    if kind not in families:
+        name = (getattr(config, "architectures", None) or [config.model_type])[0]
+        hint = " (score an encoder's task runs with posttrain tasks eval)" if kind == "encoder" else ""
+        raise ConfigError(f"{spec}: {name} is an {NAMES[kind]} model; {what} need {' or '.join(NAMES[k] for k in families)} "
+                          f"models{hint}")

@@ -143,7 +143,9 @@ def _cmd_eval(args) -> int:
     data = load_files(files, args.limit, ks)
     shots_from = (args.shots_from or default_shot_files(args.data)) if args.shots else []
     pool = load_shot_pool(shots_from, [p for p, _ in data]) if args.shots else None
-    model, tokenizer, template_name = load_for_inference(args.model, dtype=args.dtype)
+    # the harness's scorer runs context + answer as one sequence: a decoder-only model's reading of them
+    model, tokenizer, template_name = load_for_inference(args.model, dtype=args.dtype, families=("causal",),
+                                                         what="the StepGame harness's scores")
     model = merge_lora(model)
     results = evaluate(model, tokenizer, data, mode=args.mode, shots=args.shots, chat=args.chat,
                        template_name=args.chat_template or template_name, limit=args.limit, ks=ks, seed=args.seed,
