@@ -270,12 +270,16 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
     mixed_precision_arguments(cfg.train.mixed_precision)  # so does fp16 without a GPU
     model_cfg, num_labels = objective_model_config(cfg)
     # so does a method or objective the model's family does not support (from its config, before any weight)
-    support.check(cfg, model_kind(model) if model is not None else support.planned_kind(cfg, model_cfg.head))
+    planned = model_kind(model) if model is not None else support.planned_kind(cfg, model_cfg.head)
+    if planned is not None:
+        support.check(cfg, planned)
     set_seed(cfg.train.seed)
     if model is None or tokenizer is None:
         model_cfg = dataclasses.replace(
             model_cfg, attn_implementation=attention.choose(model_cfg.attn_implementation, cfg.train.packing))
         model, tokenizer = load_model_and_tokenizer(model_cfg, for_training=True, num_labels=num_labels)
+    if planned is None:  # the config could not be read before loading (the loader said nothing was wrong)
+        support.check(cfg, model_kind(model))
     data = prepare_data(cfg, tokenizer, model, rows)
     ext = extension(cfg, model, tokenizer, data) if extension else RunExtension()
     reference = kl_regularisation.reference_model(cfg, model)  # the starting weights, before anything trains

@@ -46,17 +46,19 @@ def load_run(run_dir: str | Path, model_cfg: ModelConfig, *, for_training: bool 
     return method.restore(final, model_cfg, for_training, num_labels)
 
 
-def load_for_inference(spec: str, dtype: str = "float32", families: tuple[str, ...] = support.DECODING,
+def load_for_inference(spec: str, dtype: str = "float32", families: tuple[str, ...] | None = None,
                        what: str = "generation and output-token losses"):
-    """Returns (model, tokenizer, chat_template_name) ready for ``generate``; a model outside ``families`` is
-    refused from its config, before its weights load (``support.check_model_family``)."""
+    """Returns (model, tokenizer, chat_template_name) ready for ``generate``. With ``families``, a model outside them
+    is refused from its config, before its weights load (``support.check_model_family``)."""
     if Path(spec).is_dir() and (Path(spec) / "config.yaml").is_file():
         cfg = load_config(Path(spec) / "config.yaml")
-        support.check_model_family(cfg.model, spec, families, what)
+        if families and is_run_dir(spec):  # (an unfinished run gets load_run's own message)
+            support.check_model_family(cfg.model, spec, families, what)
         model, tokenizer = load_run(spec, replace(cfg.model, dtype=dtype))
         return model, tokenizer, cfg.data.chat_template
     model_cfg = ModelConfig(name_or_path=spec, dtype=dtype)
-    support.check_model_family(model_cfg, spec, families, what)
+    if families:
+        support.check_model_family(model_cfg, spec, families, what)
     model, tokenizer = load_model_and_tokenizer(model_cfg, for_training=False)
     return model, tokenizer, "tokenizer"
 

@@ -79,24 +79,40 @@ def check(cfg: RunConfig, kind: str) -> None:
         raise ConfigError(reason)
 
 
-def planned_kind(cfg: RunConfig, head: str) -> str:
-    """The family of the model ``cfg.model`` names, loaded with ``head``, from its config file alone."""
-    from .models import config_kind, load_model_config
+def _config_of(model_cfg):
+    """The transformers config ``model_cfg`` names, or None when it cannot be read: the loader then reports the
+    precise problem (no such file, not a model directory, hub unreachable) and the family is checked after loading."""
+    from .errors import ModelLoadError
+    from .models import load_model_config
 
-    return config_kind(load_model_config(cfg.model.name_or_path, cfg.model.trust_remote_code), head)
+    try:
+        return load_model_config(model_cfg.name_or_path, model_cfg.trust_remote_code)
+    except ModelLoadError:
+        return None
+
+
+def planned_kind(cfg: RunConfig, head: str) -> str | None:
+    """The family of the model ``cfg.model`` names, loaded with ``head``, from its config file alone (None when the
+    config cannot be read)."""
+    from .models import config_kind
+
+    config = _config_of(cfg.model)
+    return None if config is None else config_kind(config, head)
 
 
 def check_model_family(model_cfg, spec: str, families=DECODING,
                        what: str = "generation and output-token losses") -> None:
     """Refuse, from its config alone, a model outside ``families`` for a command that needs them: ``generate``,
-    ``loss-eval`` and ``generate-set`` need a decoder (an encoder does not generate text); the StepGame harness,
-    whose scorer concatenates context and answer, needs a decoder-only model."""
-    from .models import config_kind, load_model_config
+    ``loss-eval`` and ``generate-set`` need a decoder (an encoder does not generate text); the StepGame harness and
+    the local judge, whose scorers concatenate context and answer, need a decoder-only model."""
+    from .models import config_kind
 
-    config = load_model_config(model_cfg.name_or_path, model_cfg.trust_remote_code)
+    config = _config_of(model_cfg)
+    if config is None:
+        return
     kind = config_kind(config, model_cfg.head)
     if kind not in families:
         name = (getattr(config, "architectures", None) or [config.model_type])[0]
         hint = " (score an encoder's task runs with posttrain tasks eval)" if kind == "encoder" else ""
-        raise ConfigError(f"{spec}: {name} is an {NAMES[kind]} model; {what} need {' or '.join(NAMES[k] for k in families)} "
-                          f"models{hint}")
+        raise ConfigError(f"{spec}: {name} is an {NAMES[kind]} model; {what} need "
+                          f"{' or '.join(NAMES[k] for k in families)} models{hint}")

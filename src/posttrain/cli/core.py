@@ -63,6 +63,7 @@ def _cmd_inspect(args) -> int:
 
 
 def _cmd_generate(args) -> int:
+    from .. import support
     from ..generation import generate, load_for_inference
 
     prompts = list(args.prompt or [])
@@ -73,7 +74,7 @@ def _cmd_generate(args) -> int:
         prompts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not prompts:
         raise PosttrainError("generate: give at least one --prompt or --prompts-file")
-    model, tokenizer, template = load_for_inference(args.model, args.dtype)
+    model, tokenizer, template = load_for_inference(args.model, args.dtype, families=support.DECODING)
     answers = generate(
         model, tokenizer, prompts, chat_template=args.chat_template or template, system=args.system,
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 
 def _cmd_generate_set(args) -> int:
+    from .. import support
     from ..generation import load_for_inference
     from ..evaluation.generate_set import (default_prompt_set, generate_set, load_prompt_set, precheck_resume, resume_header,
                                summary_path)
@@ -25,7 +26,7 @@ def _cmd_generate_set(args) -> int:
     if not args.chat_template:  # it comes from the model: checked by generate_set once the model is loaded
         known.pop("chat_template")
     precheck_resume(args.out, known)  # a resume file of another run fails before the model loads
-    model, tokenizer, template = load_for_inference(args.model, args.dtype)
+    model, tokenizer, template = load_for_inference(args.model, args.dtype, families=support.DECODING)
     summary = generate_set(
         model, tokenizer, rows, args.out, model_spec=args.model, generator=args.generator,
         chat_template=args.chat_template or template, system=args.system, max_new_tokens=args.max_new_tokens,

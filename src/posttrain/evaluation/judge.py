@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, Sequence
 
+from .. import support
 from ..errors import DataError, ModelLoadError
 from ..data.chat import generation_prompt, resolve_template
 from ..generation import load_for_inference
@@ -268,7 +269,8 @@ class LocalJudge:
 
     @classmethod
     def from_spec(cls, spec: str, dtype: str = "float32", **kwargs) -> "LocalJudge":
-        model, tokenizer, template_name = load_for_inference(spec, dtype=dtype)
+        model, tokenizer, template_name = load_for_inference(spec, dtype=dtype, families=("causal",),
+                                                           what="a local judge's letter probabilities")
         return cls(model, tokenizer, template_name, description=f"local:{spec}", **kwargs)
 
     def _spellings(self, letter: str) -> list[int]:

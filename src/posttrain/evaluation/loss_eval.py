@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from .. import support
 from ..errors import ConfigError
 from ..run_data import OUTPUT_ONLY
 from ..data.chat import resolve_template
@@ -71,7 +72,7 @@ def loss_eval(model_spec: str, files: dict[str, str], *, limit: int | None = Non
     for name, path in files.items():  # read and validate every file before loading the model
         rows = load_examples(path, data_format)
         loaded[name] = (path, rows[:limit] if limit else rows)
-    model, tokenizer, template_name = load_for_inference(model_spec)
+    model, tokenizer, template_name = load_for_inference(model_spec, families=support.DECODING)
     template = resolve_template(tokenizer, chat_template or template_name, model_kind(model))
     results = {name: output_loss(model, tokenizer, rows, template, max_length=max_length, batch_size=batch_size,
                                  source=path, progress=progress)
