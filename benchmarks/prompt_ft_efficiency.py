@@ -1,10 +1,11 @@
 """Prompt-based fine-tuning step: restricted logits (posttrain) vs a naive full-vocabulary-logit implementation.
 
 Prompt-based fine-tuning (LM-BFF, Gao et al. 2021; PCP, Shi & Lipani, NeurIPS 2023) needs the LM head only at the
-label slot and only for the C label words. The naive implementation (what LM-BFF's RobertaForPromptFinetuning does)
-runs the model's full forward, i.e. (batch x tokens x vocabulary) logits, then picks the label position and the
-label-word columns. posttrain's ``task.objective: verbalizer`` reads the head's input at the slot and multiplies by
-the C verbalizer rows only (``methods/verbalizer_head.py``). Both give the same loss (checked here).
+label slot. The naive implementation (what LM-BFF's RobertaForPromptFinetuning does) runs the model's full forward,
+i.e. (batch x tokens x vocabulary) logits, then picks the label position and the label-word columns. posttrain's
+``task.objective: verbalizer`` runs the model's own head on the slot states only ((batch x vocabulary) logits; since
+session 9, so that soft-capping and logit biases apply; before, it multiplied by the C verbalizer rows only) and
+reads the label rows (``methods/verbalizer_head.py``). Both give the same loss (checked here).
 
 Setup: SmolLM2-135M-Instruct (V = 49,152), SST-2 16-shot training sentences (LM-BFF split 16-13) rendered with
 the PCP template "<S1> It was <mask> ." (the label word predicted from the left context), label words
