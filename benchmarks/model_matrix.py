@@ -8,7 +8,7 @@ default suite): a tiny random model of the architecture (tests/tiny_models.py, b
 steps through ``engine.train``, its parameter counts, moving and frozen parameters, padding and eval-mode
 invariance, causal masking and CLI reload checked. A cell is ✔ when every check passes, the refusal's line when
 posttrain refuses the pair before loading the weights, and ✘ with the failed check otherwise. The command exits
-non-zero when any cell fails. 116 s on this project's idle 2-core CPU (2026-12-04).
+non-zero when any cell fails. 214 s for the 25 architectures on this project's idle 2-core CPU (2026-12-04).
 """
 
 from __future__ import annotations

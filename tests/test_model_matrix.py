@@ -27,6 +27,10 @@ SPREAD = {
     "bart": [("dept", "instruction"), ("lora", "lm"), ("full", "classifier"), ("prompt_tuning", "classifier")],
     "bert": [("dept", "classifier"), ("lora", "verbalizer")], "deberta_v2": [("lora", "classifier")],
     "distilbert": [("prompt_tuning", "classifier"), ("full", "instruction")],
+    "qwen3": [("dept", "instruction")], "phi": [("lora", "verbalizer")], "falcon": [("prompt_tuning", "classifier")],
+    "opt": [("lora", "instruction")], "bloom": [("full", "lm")], "olmo": [("prompt_tuning", "instruction")],
+    "mt5": [("dept", "lm")], "mbart": [("lora", "instruction")], "xlm_roberta": [("dept", "verbalizer")],
+    "electra": [("full", "classifier")], "albert": [("lora", "verbalizer")],
 }
 CELLS = [(arch, m, d) for arch in ONE_PER_FAMILY.values() for m in METHODS for d in DATA]
 CELLS += [(arch, m, d) for arch, cells in SPREAD.items() for m, d in cells]

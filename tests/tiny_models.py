@@ -96,6 +96,45 @@ def _encoder(cls_name: str, **extra):
     return build
 
 
+def _opt(vocab, ids):
+    from transformers import OPTConfig
+
+    return OPTConfig(vocab_size=vocab, hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=4,
+                     word_embed_proj_dim=32, max_position_embeddings=256, pad_token_id=ids["pad"],
+                     bos_token_id=ids["bos"], eos_token_id=ids["eos"])
+
+
+def _bloom(vocab, ids):
+    from transformers import BloomConfig
+
+    return BloomConfig(vocab_size=vocab, hidden_size=32, n_layer=2, n_head=4, pad_token_id=ids["pad"],
+                       bos_token_id=ids["bos"], eos_token_id=ids["eos"])
+
+
+def _mt5(vocab, ids):
+    from transformers import MT5Config
+
+    return MT5Config(vocab_size=vocab, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
+                     pad_token_id=ids["pad"], eos_token_id=ids["eos"], decoder_start_token_id=ids["pad"])
+
+
+def _mbart(vocab, ids):
+    from transformers import MBartConfig
+
+    return MBartConfig(vocab_size=vocab, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                       decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                       max_position_embeddings=256, pad_token_id=ids["pad"], bos_token_id=ids["bos"],
+                       eos_token_id=ids["eos"], decoder_start_token_id=ids["eos"], forced_eos_token_id=None)
+
+
+def _albert(vocab, ids):
+    from transformers import AlbertConfig
+
+    return AlbertConfig(vocab_size=vocab, embedding_size=16, hidden_size=32, intermediate_size=64,
+                        num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=256,
+                        pad_token_id=ids["pad"], bos_token_id=ids["bos"], eos_token_id=ids["eos"])
+
+
 def _distilbert(vocab, ids):
     from transformers import DistilBertConfig
 
@@ -112,11 +151,22 @@ ARCHITECTURES = {  # name -> (family, config builder(vocab_size, special ids))
     "gpt2": ("causal", _gpt2),
     "phi3": ("causal", _decoder("Phi3Config", num_key_value_heads=2)),
     "gpt_neox": ("causal", _decoder("GPTNeoXConfig", tie_word_embeddings=False)),
+    "qwen3": ("causal", _decoder("Qwen3Config", num_key_value_heads=2, head_dim=8)),
+    "phi": ("causal", _decoder("PhiConfig")),
+    "falcon": ("causal", _decoder("FalconConfig", new_decoder_architecture=False, multi_query=True)),
+    "opt": ("causal", _opt),
+    "bloom": ("causal", _bloom),
+    "olmo": ("causal", _decoder("OlmoConfig", num_key_value_heads=2)),
     "t5": ("seq2seq", _t5),
     "bart": ("seq2seq", _bart),
+    "mt5": ("seq2seq", _mt5),
+    "mbart": ("seq2seq", _mbart),
     "bert": ("encoder", _encoder("BertConfig")),
     "roberta": ("encoder", _encoder("RobertaConfig")),
     "deberta_v2": ("encoder", _encoder("DebertaV2Config")),
+    "xlm_roberta": ("encoder", _encoder("XLMRobertaConfig")),
+    "electra": ("encoder", _encoder("ElectraConfig", embedding_size=32)),
+    "albert": ("encoder", _albert),
     "distilbert": ("encoder", _distilbert),
 }
 
@@ -131,7 +181,7 @@ def build_tiny(name: str, seed: int = 0):
     import transformers
 
     family, config_of = ARCHITECTURES[name]
-    tok = make_family_tokenizer(family, wrap="bos_eos" if name == "bart" else None)
+    tok = make_family_tokenizer(family, wrap="bos_eos" if name in ("bart", "mbart") else None)
     ids = {"pad": tok.pad_token_id, "bos": tok.bos_token_id, "eos": tok.eos_token_id}
     config = config_of(len(tok), ids)
     torch.manual_seed(seed)

@@ -191,14 +191,16 @@ class SoftPromptModel(nn.Module):
         offset = self.offset(attention_mask, input_ids.shape[1])
         if offset is not None:
             embeds = embeds + offset.to(embeds.dtype)
-        if self.left_align:  # stable sort on the mask: padding first, real tokens in their order, the last one last
-            order = torch.sort(attention_mask.long(), dim=1, stable=True).indices
-            embeds = embeds.gather(1, order[..., None].expand_as(embeds))
-            attention_mask = attention_mask.gather(1, order)
         batch, m = input_ids.shape[0], self.num_virtual_tokens
         prompt = self.prompt[None].expand(batch, -1, -1).to(embeds.dtype)
         embeds = torch.cat([prompt, embeds], dim=1)
         mask = torch.cat([attention_mask.new_ones(batch, m), attention_mask], dim=1)
+        if self.left_align:
+            # stable sort on the mask: all padding in front (also of the prompt: padding between prompt and text
+            # changes Falcon's scores), then prompt and text in their order, the last real token last
+            order = torch.sort(mask.long(), dim=1, stable=True).indices
+            embeds = embeds.gather(1, order[..., None].expand_as(embeds))
+            mask = mask.gather(1, order)
         position_ids = None
         if self.kind == "causal":  # counted over non-padding tokens: left padding does not shift positions
             position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
