@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from posttrain.attention import NAME, Provisional, choose, supported, unsupported
+from posttrain.attention import NAME, choose, supported, unsupported
 from posttrain.config import ModelConfig
 from posttrain.errors import ConfigError, ModelLoadError
 from posttrain.models import describe_model, load_model_and_tokenizer
@@ -46,13 +46,8 @@ def test_choose_follows_the_class_flags():
     assert unsupported("kernels-community/flash-attn", t5) is None  # names transformers resolves itself pass
 
 
-def test_the_engine_pick_without_a_class_is_provisional():
-    """The engine decides packing before the model loads: its pick reads as the name but stays replaceable."""
-    gemma2, _, llama, _ = _classes()
-    packed, padded = choose("auto", True), choose("auto", False)
-    assert isinstance(packed, Provisional) and packed == NAME and padded == "sdpa"
-    assert choose(packed, False, gemma2) == "eager" and choose(packed, False, llama) == NAME
-    assert choose(padded, False, llama) == "sdpa"
+def test_without_a_class_auto_is_the_packed_or_padded_default():
+    assert choose("auto", True) == NAME and choose("auto", False) == "sdpa"
 
 
 @pytest.mark.parametrize("name, expected", [("gemma2", "eager"), ("deberta_v2", "eager"), ("t5", "sdpa"),

@@ -69,12 +69,6 @@ def varlen_attention(module, query, key, value, attention_mask, **kwargs):
     return torch.cat(rows, dim=0), None
 
 
-class Provisional(str):
-    """A name ``choose`` picked for ``auto`` before the model class was known (the engine decides packing before the
-    model loads): it reads as the name (``choose("auto", True) == NAME``), but the loader may still replace it with
-    what the class supports, where an explicit user choice is refused instead."""
-
-
 def supported(model_class, causal: bool = True) -> list[str]:
     """The attention implementations ``model_class`` can run, from the class's own ``_supports_*`` flags (what
     transformers checks when it loads): eager always; sdpa, flash_attention_2/3 and flex_attention where declared;
@@ -99,13 +93,12 @@ def choose(requested: str | None, packed: bool, model_class=None, causal: bool =
     """The implementation to load. ``auto`` -> this module's attention for packed causal training (cost sum of
     L_i^2 and no T x T mask, where ``sdpa`` builds a dense block mask; README, "Benchmarks"), else ``sdpa``, each
     only where ``model_class`` supports it (``supported``), else ``eager`` (Gemma 2 refuses SDPA, which ignores its
-    attention soft-capping; DeBERTa-v2 has no SDPA path). Without a class the pick is ``Provisional``; any other
-    name is kept (``unsupported`` says whether the class can run it)."""
-    if requested != "auto" and not isinstance(requested, Provisional):
+    attention soft-capping; DeBERTa-v2 has no SDPA path). Without a class, this module's attention for packed
+    batches, else sdpa; any other name is kept (``unsupported`` says whether the class can run it)."""
+    if requested != "auto":
         return requested
-    packed = packed or requested == NAME  # a provisional pick made for packed training
     if model_class is None:
-        return Provisional(NAME if packed else "sdpa")
+        return NAME if packed else "sdpa"
     names = supported(model_class, causal)
     if packed and NAME in names:
         return NAME

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback
 
-from . import attention, distributed, support
+from . import distributed, support
 from .best_weights import BestWeightsCallback
 from .checkpointing import (AtomicCheckpoints, clear_run, complete_checkpoints, last_checkpoint,  # noqa: F401
                             run_contents, save_final_model, step_of as _step_of)
@@ -275,9 +275,9 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
         support.check(cfg, planned)
     set_seed(cfg.train.seed)
     if model is None or tokenizer is None:
-        model_cfg = dataclasses.replace(
-            model_cfg, attn_implementation=attention.choose(model_cfg.attn_implementation, cfg.train.packing))
-        model, tokenizer = load_model_and_tokenizer(model_cfg, for_training=True, num_labels=num_labels)
+        # (attn_implementation auto: the loader picks what the class supports for packed or padded batches)
+        model, tokenizer = load_model_and_tokenizer(model_cfg, for_training=True, num_labels=num_labels,
+                                                    packed=cfg.train.packing)
     if planned is None:  # the config could not be read before loading (the loader said nothing was wrong)
         support.check(cfg, model_kind(model))
     data = prepare_data(cfg, tokenizer, model, rows)

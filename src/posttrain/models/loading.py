@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..attention import Provisional, choose, register, unsupported
+from ..attention import choose, register, unsupported
 from ..config import ModelConfig
 from ..errors import ModelLoadError, first_line
 from ..io_utils import safetensors_damage
@@ -61,8 +61,8 @@ def _common_kwargs(cfg: ModelConfig, target: _Target) -> dict:
 
 def _attention(cfg: ModelConfig, target: _Target) -> str | None:
     """The ``attn_implementation`` to load with, decided from the class that will be built, before any weight
-    loads. ``auto`` (or the engine's provisional pick for it, made knowing only whether batches are packed) ->
-    what the class supports (``attention.choose``): a class without SDPA (Gemma 2, DeBERTa-v2) would otherwise fail
+    loads. ``auto`` -> what the class supports for the batches it will get (``attention.choose``; ``target.packed``:
+    padding-free training batches): a class without SDPA (Gemma 2, DeBERTa-v2) would otherwise fail
     to load. An explicit name the class does not declare -> one ModelLoadError line naming the model and what it
     supports. A class unknown before loading (remote code) gets transformers' own default for ``auto``: sdpa where
     the class supports it, else eager."""
@@ -70,10 +70,10 @@ def _attention(cfg: ModelConfig, target: _Target) -> str | None:
     if not requested:
         return None
     register()  # posttrain_varlen (padding-free attention without a dense mask) becomes a valid name
-    is_auto = requested == "auto" or isinstance(requested, Provisional)
+    is_auto = requested == "auto"
     if target.model_class is None:
         return None if is_auto else str(requested)
-    name = choose(requested, packed=False, model_class=target.model_class, causal=target.causal)
+    name = choose(requested, packed=target.packed, model_class=target.model_class, causal=target.causal)
     missing = None if is_auto else unsupported(name, target.model_class, target.causal)
     if missing:
         raise ModelLoadError(f"{target.label}: model.attn_implementation {name} is not supported by "
@@ -94,10 +94,10 @@ class _Target:
     the config for ``auto``), the concrete class it maps the config to (None for remote code or an unknown type),
     and whether that is a causal LM."""
 
-    def __init__(self, folder_or_repo: str, cfg: ModelConfig, extra: dict, label: str):
+    def __init__(self, folder_or_repo: str, cfg: ModelConfig, extra: dict, label: str, packed: bool = False):
         import transformers
 
-        self.label, head, config = label, cfg.head, None
+        self.label, self.packed, head, config = label, packed, cfg.head, None
         if head == "auto" or cfg.attn_implementation:
             config = transformers.AutoConfig.from_pretrained(folder_or_repo, trust_remote_code=cfg.trust_remote_code,
                                                              **extra)
@@ -133,7 +133,8 @@ def _head_kwargs(cfg: ModelConfig, num_labels: int | None) -> dict:
     return {}
 
 
-def _load_local_dir(folder: Path, cfg: ModelConfig, *, label: str | None = None, num_labels: int | None = None):
+def _load_local_dir(folder: Path, cfg: ModelConfig, *, label: str | None = None, num_labels: int | None = None,
+                    packed: bool = False):
     """Load a save_pretrained-style directory holding safetensors weights; refuse pickles."""
     from transformers import AutoTokenizer
 
@@ -147,7 +148,8 @@ def _load_local_dir(folder: Path, cfg: ModelConfig, *, label: str | None = None,
             )
         ggufs = sorted(folder.glob("*.gguf"))
         if len(ggufs) == 1:  # a directory holding just one GGUF file is unambiguous
-            return _load_local_dir(ensure_converted(ggufs[0]), cfg, label=str(ggufs[0]), num_labels=num_labels)
+            return _load_local_dir(ensure_converted(ggufs[0]), cfg, label=str(ggufs[0]), num_labels=num_labels,
+                                   packed=packed)
         hint = "set model.gguf_file to pick one of its .gguf files" if ggufs else "expected *.safetensors weights"
         raise ModelLoadError(f"{folder}: no model weights found; {hint}")
     for weights in sorted(folder.glob("*.safetensors")):  # a damaged file: one line naming it, not a traceback
@@ -155,7 +157,7 @@ def _load_local_dir(folder: Path, cfg: ModelConfig, *, label: str | None = None,
         if reason:
             raise ModelLoadError(f"{weights}: damaged weights file, {reason}")
     try:
-        target = _Target(str(folder), cfg, {"local_files_only": True}, label)
+        target = _Target(str(folder), cfg, {"local_files_only": True}, label, packed)
         model = target.auto_class.from_pretrained(str(folder), use_safetensors=True, local_files_only=True,
                                                   **_common_kwargs(cfg, target), **_head_kwargs(cfg, num_labels))
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True,
@@ -168,7 +170,7 @@ def _load_local_dir(folder: Path, cfg: ModelConfig, *, label: str | None = None,
     return model, tokenizer
 
 
-def _load_hub(repo: str, cfg: ModelConfig, num_labels: int | None = None):
+def _load_hub(repo: str, cfg: ModelConfig, num_labels: int | None = None, packed: bool = False):
     """Load a hub id through the Hugging Face cache (and the network unless offline mode is on)."""
     from transformers import AutoTokenizer
 
@@ -180,7 +182,7 @@ def _load_hub(repo: str, cfg: ModelConfig, num_labels: int | None = None):
 
             local = hf_hub_download(repo, cfg.gguf_file, **hub)
         else:
-            target = _Target(repo, cfg, hub, f"model {repo!r}")
+            target = _Target(repo, cfg, hub, f"model {repo!r}", packed)
             model = target.auto_class.from_pretrained(repo, use_safetensors=True, **hub, **_common_kwargs(cfg, target),
                                                       **_head_kwargs(cfg, num_labels))
             tokenizer = AutoTokenizer.from_pretrained(repo, trust_remote_code=cfg.trust_remote_code, **hub)
@@ -195,32 +197,35 @@ def _load_hub(repo: str, cfg: ModelConfig, num_labels: int | None = None):
     except (ValueError, ImportError) as err:  # e.g. an id that is not a valid repo name; flash_attn missing
         raise ModelLoadError(f"model {repo!r}: {first_line(err)}") from None
     if cfg.gguf_file:
-        return _load_local_dir(ensure_converted(local), cfg, label=f"{repo}/{cfg.gguf_file}", num_labels=num_labels)
+        return _load_local_dir(ensure_converted(local), cfg, label=f"{repo}/{cfg.gguf_file}", num_labels=num_labels,
+                               packed=packed)
     return model, tokenizer
 
 
-def _resolve_and_load(cfg: ModelConfig, num_labels: int | None = None):
+def _resolve_and_load(cfg: ModelConfig, num_labels: int | None = None, packed: bool = False):
     name = str(cfg.name_or_path).strip()
     if name == "default":
-        return _load_local_dir(ensure_converted(default_gguf_path()), cfg, label="default", num_labels=num_labels)
+        return _load_local_dir(ensure_converted(default_gguf_path()), cfg, label="default", num_labels=num_labels,
+                               packed=packed)
     path = Path(name).expanduser()
     if path.is_file():
         if path.suffix.lower() != ".gguf":
             raise ModelLoadError(f"{name}: expected a .gguf file or a model directory")
-        return _load_local_dir(ensure_converted(path), cfg, label=name, num_labels=num_labels)
+        return _load_local_dir(ensure_converted(path), cfg, label=name, num_labels=num_labels, packed=packed)
     if path.is_dir():
         if cfg.gguf_file:
             gguf = path / cfg.gguf_file
             if not gguf.is_file():
                 raise ModelLoadError(f"{gguf}: no such file (model.gguf_file inside {name})")
-            return _load_local_dir(ensure_converted(gguf), cfg, label=str(gguf), num_labels=num_labels)
-        return _load_local_dir(path, cfg, num_labels=num_labels)
+            return _load_local_dir(ensure_converted(gguf), cfg, label=str(gguf), num_labels=num_labels, packed=packed)
+        return _load_local_dir(path, cfg, num_labels=num_labels, packed=packed)
     if _looks_like_path(name):
         raise ModelLoadError(f"{name}: no such file or directory")
-    return _load_hub(name, cfg, num_labels)
+    return _load_hub(name, cfg, num_labels, packed)
 
 
-def load_model_and_tokenizer(cfg: ModelConfig, *, for_training: bool = True, num_labels: int | None = None):
+def load_model_and_tokenizer(cfg: ModelConfig, *, for_training: bool = True, num_labels: int | None = None,
+                             packed: bool = False):
     """Load ``(model, tokenizer)`` as ``cfg`` describes; the model is in train mode iff ``for_training``.
 
     Tokenizer fix-ups: a missing pad token becomes eos (else unk). Reusing eos is safe because padded positions
@@ -228,7 +233,7 @@ def load_model_and_tokenizer(cfg: ModelConfig, *, for_training: bool = True, num
     so the model still learns to emit eos. Padding goes right for training (the causal loss ignores the tail)
     and left for inference (``generate`` appends new tokens after the last real token of every row).
     """
-    model, tokenizer = _resolve_and_load(cfg, num_labels)
+    model, tokenizer = _resolve_and_load(cfg, num_labels, packed)
     if tokenizer.pad_token is None:
         fallback = tokenizer.eos_token or tokenizer.unk_token
         if fallback is None:
