@@ -236,6 +236,13 @@ def _existing_checkpoints(env: Env) -> list[str]:
     return env.train()
 
 
+def _family_model(env: Env, arch: str) -> Path:
+    """A tiny random model of another family (tests/tiny_models.py) saved under env.tmp."""
+    from tiny_models import save_tiny
+
+    return save_tiny(arch, env.tmp / arch)
+
+
 def _stepgame_babi_numbering(env: Env) -> list[str]:
     path = env.write("qa2_bad.txt", f"1 {STORY[0]}\n3 {STORY[1]}\n4 {QUESTION}\tleft\t1\n")
     return ["stepgame", "solve", str(path)]
@@ -481,6 +488,19 @@ CASES: list[Case] = [
     Case("model-hub-offline", "model path", "a hub id not in the cache, offline",
          lambda e: e.train("model.name_or_path=nobody/no-such-model-xyz"),
          ("'nobody/no-such-model-xyz'", "not in the Hugging Face cache", "offline"), nothing_written=True),
+    # -- model families (support.py: refused from the model's config, before its weights load) ------------------
+    Case("family-seq2seq-im", "model family", "T5 with `loss.mode=instruction_and_output` (IM)",
+         lambda e: e.train(f"model.name_or_path={_family_model(e, 't5')}", "loss.mode=instruction_and_output"),
+         ("loss.mode", "encoder-decoder", "only output_only (IT) is supported"), nothing_written=True),
+    Case("family-seq2seq-left-padding", "model family", "BART with `data.padding_side=left`",
+         lambda e: e.train(f"model.name_or_path={_family_model(e, 'bart')}", "data.padding_side=left"),
+         ("data.padding_side", "padded on the right"), nothing_written=True),
+    Case("family-encoder-instruction", "model family", "RoBERTa (an encoder) trained on instruction data",
+         lambda e: e.train(f"model.name_or_path={_family_model(e, 'roberta')}"),
+         ("data.train_file", "encoder models do not generate"), nothing_written=True),
+    Case("family-encoder-generate", "model family", "`posttrain generate` with a BERT model",
+         lambda e: e.generate(_family_model(e, "bert")),
+         ("BertForMaskedLM is an encoder model", "decoder-only or encoder-decoder")),
     # -- adapter directories ------------------------------------------------------------------------------------
     Case("adapter-wrong-shape", "adapter", "`soft_prompt.safetensors` whose `prompt` is 3 x 32 (config: 4 x 32)",
          _soft_prompt_wrong_shape,
