@@ -24,7 +24,7 @@ LAYERS = [  # bottom first; a module may import its own layer and the ones befor
     ("training_args", "checkpointing", "callbacks", "best_weights", "run_data", "run_meta", "support", "engine"),
     ("generation",),
     ("pipelines",),
-    ("evaluation", "stepgame", "quickstart"),
+    ("evaluation", "stepgame", "quickstart", "api"),
     ("cli", "__main__", "__init__"),
 ]
 

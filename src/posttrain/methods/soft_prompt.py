@@ -135,6 +135,11 @@ class SoftPromptModel(nn.Module):
     def posttrain_load(self, directory) -> None:
         soft_prompt_io.load_weights(self, directory)
 
+    def save_pretrained(self, directory) -> None:
+        """The adapter alone (P, A, B, any new head, and its config); ``from_pretrained(base, directory)`` reloads
+        it onto a fresh copy of the base model."""
+        soft_prompt_io.save_soft_prompt(self, directory)
+
     @classmethod
     def from_pretrained(cls, base: nn.Module, directory) -> "SoftPromptModel":
         """Wrap a fresh ``base`` model with the adapter saved in ``directory`` (``posttrain_save``), in eval mode."""
