@@ -111,3 +111,34 @@ def test_the_im_loss_in_a_plain_transformers_trainer_equals_posttrains_engine(tm
 def test_labels_collator_refuses_weights_it_cannot_express():
     with pytest.raises(posttrain.ConfigError, match="other than 0 or 1"):
         posttrain.LabelsCollator(0)([{"input_ids": [1, 2, 3], "labels": [-100, 2, 3], "loss_weights": [0, 0.5, 1]}])
+
+
+def test_the_im_loss_in_trls_sft_trainer_equals_posttrains_engine(tmp_path, tiny_model_dir, data_file):
+    """The same rows and collator in TRL's SFTTrainer (dataset preparation skipped: the rows are tokenised and
+    labelled already) give the engine's step losses and weights."""
+    import dataclasses
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
+    from trl import SFTConfig, SFTTrainer
+
+    from posttrain.training_args import training_arguments
+
+    ours = posttrain.train(_recipe(tmp_path, tiny_model_dir, data_file, "engine"), "loss.mode=instruction_and_output",
+                           "train.logging_steps=1")
+    cfg = posttrain.load_config(tmp_path / "engine" / "config.yaml", [f"train.output_dir={tmp_path / 'trl'}"])
+    args = training_arguments(cfg, has_eval=False)
+    same = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainingArguments) if f.init}
+    sft_args = SFTConfig(**same, dataset_kwargs={"skip_prepare_dataset": True}, max_length=None)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    dataset = posttrain.sft_dataset(tokenizer, data_file, mode="instruction_and_output", max_length=64)
+    trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model_dir), args=sft_args,
+                         train_dataset=dataset, processing_class=tokenizer,
+                         data_collator=posttrain.LabelsCollator(tokenizer.pad_token_id))
+    trainer.train()
+    trl_losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
+    engine_losses = [json.loads(line)["loss"] for line in (tmp_path / "engine" / "metrics.jsonl").read_text()
+                     .splitlines() if "loss" in json.loads(line)]
+    assert trl_losses == pytest.approx(engine_losses, rel=1e-5) and len(trl_losses) == 3
+    theirs = dict(trainer.model.named_parameters())
+    for name, param in ours.trainer.model.named_parameters():
+        assert torch.allclose(param, theirs[name], atol=1e-5), name
