@@ -83,3 +83,27 @@ def test_unknown_metric_names_the_known_ones(tmp_path, tiny_model_dir, task_file
 
     with pytest.raises(ConfigError, match="no 'eval_bleu'.*eval_accuracy"):
         train(_cfg(tmp_path, tiny_model_dir, task_file, "x", "train.best_metric=bleu", "train.max_steps=1"))
+
+
+def test_early_stopping_stops_after_patience_evaluations_without_improvement(tmp_path, tiny_model_dir,
+                                                                               task_file):  # noqa: F811
+    from posttrain.engine import train
+
+    whole = train(_cfg(tmp_path, tiny_model_dir, task_file, "whole"))
+    losses = {r["step"]: r["eval_output_loss"] for r in _periodic_evals(tmp_path / "whole")}
+    # the first step after which two evaluations in a row do not beat the best so far
+    best, stop = None, None
+    for step in sorted(losses):
+        if best is None or losses[step] < losses[best]:
+            best = step
+        elif step - best >= 2:
+            stop = step
+            break
+    assert stop is not None and stop < 8, "the setting should trigger the stop (else the test proves nothing)"
+    early = train(_cfg(tmp_path, tiny_model_dir, task_file, "early", "train.early_stopping_patience=2"))
+    assert early["global_step"] == early["early_stopped_at"] == stop
+    assert early["best_step"] == best and [r["step"] for r in _periodic_evals(tmp_path / "early")] == \
+        list(range(1, stop + 1))
+    assert (tmp_path / "early" / "final").is_dir() and 0.0 <= early["test_accuracy"] <= 1.0
+    with pytest.raises(ConfigError, match="train.early_stopping_patience: needs train.best_metric"):
+        load_config(None, ["train.early_stopping_patience=2"])

@@ -27,8 +27,14 @@ def lower_is_better(name: str) -> bool:
 
 
 class BestWeightsCallback(TrainerCallback):
-    def __init__(self, metric: str):
+    """The best evaluation's trainable weights (see the module docstring); with ``patience`` > 0, training stops
+    after that many evaluations in a row without a better value (early stopping, as transformers'
+    ``EarlyStoppingCallback``, counted from the run's log history so that a resumed run counts the same)."""
+
+    def __init__(self, metric: str, patience: int = 0):
         self.key = metric_key(metric)
+        self.patience = patience
+        self.stopped_at: int | None = None
         self.minimise = lower_is_better(self.key)
         self.best_value: float | None = None
         self.best_step: int | None = None
@@ -51,6 +57,12 @@ class BestWeightsCallback(TrainerCallback):
             self.best_value, self.best_step, self.best_metrics = value, state.global_step, dict(metrics)
             self._weights = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters()
                              if p.requires_grad}
+        elif self.patience:
+            # this evaluation is not yet in log_history (the Trainer logs it before on_evaluate: count both ways)
+            since = {r["step"] for r in state.log_history if self.key in r and r["step"] > (self.best_step or 0)}
+            if len(since | {state.global_step}) >= self.patience:
+                control.should_training_stop = True
+                self.stopped_at = state.global_step
 
     @torch.no_grad()
     def restore(self, model) -> bool:
@@ -65,7 +77,10 @@ class BestWeightsCallback(TrainerCallback):
     def summary(self) -> dict:
         if self.best_step is None:
             return {}
-        return {"best_step": self.best_step, f"best_{self.key}": self.best_value}
+        out = {"best_step": self.best_step, f"best_{self.key}": self.best_value}
+        if self.stopped_at is not None:
+            out["early_stopped_at"] = self.stopped_at
+        return out
 
     # The snapshot travels with checkpoints, so a resumed run still knows the best evaluation before the crash.
     FILE = "best_weights.safetensors"

@@ -291,7 +291,8 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
 
     args = training_arguments(cfg, has_eval=data.eval is not None)
     metrics_cb = MetricsCallback(run_dir, resume_step=_step_of(checkpoint))
-    best_cb = BestWeightsCallback(cfg.train.best_metric) if cfg.train.best_metric else None
+    best_cb = (BestWeightsCallback(cfg.train.best_metric, cfg.train.early_stopping_patience)
+               if cfg.train.best_metric else None)
     if best_cb is not None and checkpoint is not None:
         best_cb.load_from(checkpoint)
     trainer = (ext.trainer_cls or PosttrainTrainer)(

@@ -252,6 +252,9 @@ class TrainConfig:
         "before the final evaluation, test scoring and saving: the LM-BFF/PCP protocol's best checkpoint on the dev "
         "set. Empty = keep the last weights. Needs train.eval_steps > 0.",
     )
+    early_stopping_patience: int = _f(
+        0, "Stop training after this many evaluations in a row without a better train.best_metric (0 = never); "
+        "the best weights are then restored as usual.", bounds="[0, inf)")
     save_steps: int = _f(0, "Checkpoint every N steps (0 = only at the end).", bounds="[0, inf)")
     save_total_limit: Optional[int] = _f(2, "Keep at most N checkpoints.", bounds="[1, inf)")
     seed: int = _f(42, "Training seed (data order, LoRA init, dropout).", bounds="[0, 4294967295]")
