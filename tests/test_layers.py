@@ -21,7 +21,7 @@ LAYERS = [  # bottom first; a module may import its own layer and the ones befor
     ("models",),
     ("tasks", "data"),
     ("methods",),
-    ("training_args", "checkpointing", "callbacks", "best_weights", "run_data", "run_meta", "support", "engine"),
+    ("training_args", "checkpointing", "callbacks", "best_weights", "run_data", "run_meta", "support", "engine", "dry_run"),
     ("generation",),
     ("pipelines",),
     ("evaluation", "stepgame", "quickstart", "api"),

@@ -240,31 +240,12 @@ class RunExtension:
     on_finish: object | None = None  # run_dir -> None, after metrics are written (plots)
 
 
-def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
-          callbacks: list[TrainerCallback] | None = None, model=None, tokenizer=None, extension=None) -> dict:
-    """Run one training job described by ``cfg``; returns the final metrics.
-
-    ``resume=True`` continues from the last checkpoint in ``train.output_dir/checkpoints`` (optimizer, scheduler,
-    RNG and data position included). A directory that holds an earlier run (finished or not) is refused before
-    the model loads unless ``resume`` or ``overwrite`` (which removes that run's weights, checkpoints and files).
-    ``model``/``tokenizer`` may be passed to skip loading (tests, notebooks).
-    """
+def load_for_run(cfg: RunConfig, model=None, tokenizer=None):
+    """(model, tokenizer, prepared data) of a run, unwrapped: the data files are read and the model's family checked
+    against the run before any weight loads (``support``), so every such mistake fails in seconds."""
     from transformers import set_seed
 
     from .models import load_model_and_tokenizer
-
-    run_dir = Path(cfg.train.output_dir)
-    checkpoint = last_checkpoint(run_dir) if resume else None
-    if resume and checkpoint is None:
-        raise ConfigError(f"--resume: no checkpoint under {run_dir / 'checkpoints'}")
-    held = [] if resume else run_contents(run_dir)
-    if held and not overwrite:
-        if "checkpoints/" in held:
-            raise ConfigError(f"train.output_dir: {run_dir} already holds checkpoints; pass --resume, --overwrite "
-                              "or choose a new dir")
-        what = "a finished run" if "final/" in held else f"an earlier run ({', '.join(held)})"
-        raise ConfigError(f"train.output_dir: {run_dir} holds {what}; pass --overwrite to replace it or choose a new "
-                          "dir")
 
     rows = read_rows(cfg)  # before the model loads: a bad data file fails at once
     mixed_precision_arguments(cfg.train.mixed_precision)  # so does fp16 without a GPU
@@ -280,7 +261,32 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
                                                     packed=cfg.train.packing)
     if planned is None:  # the config could not be read before loading (the loader said nothing was wrong)
         support.check(cfg, model_kind(model))
-    data = prepare_data(cfg, tokenizer, model, rows)
+    return model, tokenizer, prepare_data(cfg, tokenizer, model, rows)
+
+
+def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
+          callbacks: list[TrainerCallback] | None = None, model=None, tokenizer=None, extension=None) -> dict:
+    """Run one training job described by ``cfg``; returns the final metrics.
+
+    ``resume=True`` continues from the last checkpoint in ``train.output_dir/checkpoints`` (optimizer, scheduler,
+    RNG and data position included). A directory that holds an earlier run (finished or not) is refused before
+    the model loads unless ``resume`` or ``overwrite`` (which removes that run's weights, checkpoints and files).
+    ``model``/``tokenizer`` may be passed to skip loading (tests, notebooks).
+    """
+    run_dir = Path(cfg.train.output_dir)
+    checkpoint = last_checkpoint(run_dir) if resume else None
+    if resume and checkpoint is None:
+        raise ConfigError(f"--resume: no checkpoint under {run_dir / 'checkpoints'}")
+    held = [] if resume else run_contents(run_dir)
+    if held and not overwrite:
+        if "checkpoints/" in held:
+            raise ConfigError(f"train.output_dir: {run_dir} already holds checkpoints; pass --resume, --overwrite "
+                              "or choose a new dir")
+        what = "a finished run" if "final/" in held else f"an earlier run ({', '.join(held)})"
+        raise ConfigError(f"train.output_dir: {run_dir} holds {what}; pass --overwrite to replace it or choose a new "
+                          "dir")
+
+    model, tokenizer, data = load_for_run(cfg, model, tokenizer)
     ext = extension(cfg, model, tokenizer, data) if extension else RunExtension()
     reference = kl_regularisation.reference_model(cfg, model)  # the starting weights, before anything trains
     method = method_named(cfg.adapter.type)

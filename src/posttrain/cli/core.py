@@ -16,6 +16,11 @@ def _cmd_train(args) -> int:
     if args.resume and args.overwrite:
         raise PosttrainError("--resume and --overwrite: give one (continue the run, or replace it)")
     cfg = load_config(args.config, args.overrides)
+    if args.dry_run:
+        from ..dry_run import format_plan, plan
+
+        print(format_plan(plan(cfg)))
+        return 0
     if args.accelerate_config or args.num_processes is not None or args.launch_args:
         return _relaunch_train(args)
     final = train(cfg, resume=args.resume, overwrite=args.overwrite)
@@ -132,6 +137,8 @@ def register(sub) -> None:
     p.add_argument("config", help="YAML recipe (see configs/)")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint of train.output_dir")
+    p.add_argument("--dry-run", action="store_true", help="check the config, data and model family, load and wrap the "
+                   "model, print trainable parameters per group, token lengths and a memory estimate; train nothing")
     p.add_argument("--overwrite", action="store_true", help="replace the run train.output_dir holds (its final/, "
                    "checkpoints and files); without it an earlier run there is refused")
     p.add_argument("--accelerate-config", metavar="NAME_OR_PATH",
