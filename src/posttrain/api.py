@@ -78,9 +78,9 @@ def _as_overrides(cfg: RunConfig) -> list[str]:
 def load_run(run_dir: str | Path, *, for_training: bool = False, dtype: str | None = None):
     """``(model, tokenizer)`` of a finished run directory, whatever its method and head."""
     from .engine import objective_model_config
-    from .generation import load_run as restore
+    from .generation import load_run as restore, run_config
 
-    cfg = load_config(Path(run_dir) / "config.yaml")
+    cfg = run_config(run_dir)
     model_cfg, num_labels = objective_model_config(cfg)
     if dtype:
         model_cfg = dataclasses.replace(model_cfg, dtype=dtype)

@@ -32,6 +32,16 @@ def is_run_dir(path: str | Path) -> bool:
     return (path / "config.yaml").is_file() and (path / "final").is_dir()
 
 
+def run_config(run_dir: str | Path):
+    """A run directory's ``config.yaml``, its model path read relative to the directory where it names something
+    inside it (``posttrain export --to standalone`` writes ``model.name_or_path: base``)."""
+    cfg = load_config(Path(run_dir) / "config.yaml")
+    name = str(cfg.model.name_or_path)
+    if not Path(name).is_absolute() and (Path(run_dir) / name).exists():
+        cfg = replace(cfg, model=replace(cfg.model, name_or_path=str(Path(run_dir) / name)))
+    return cfg
+
+
 def load_run(run_dir: str | Path, model_cfg: ModelConfig, *, for_training: bool = False,
              num_labels: int | None = None):
     """(model, tokenizer) of a finished run, restored by the method whose weights ``final/`` holds (its
@@ -51,7 +61,7 @@ def load_for_inference(spec: str, dtype: str = "float32", families: tuple[str, .
     """Returns (model, tokenizer, chat_template_name) ready for ``generate``. With ``families``, a model outside them
     is refused from its config, before its weights load (``support.check_model_family``)."""
     if Path(spec).is_dir() and (Path(spec) / "config.yaml").is_file():
-        cfg = load_config(Path(spec) / "config.yaml")
+        cfg = run_config(spec)
         if families and is_run_dir(spec):  # (an unfinished run gets load_run's own message)
             support.check_model_family(cfg.model, spec, families, what)
         model, tokenizer = load_run(spec, replace(cfg.model, dtype=dtype))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import PosttrainError
-from . import core, generate_set, grid, instruct, judge, pcp, self_training, stepgame, tasks
+from . import core, export, generate_set, grid, instruct, judge, pcp, self_training, stepgame, tasks
 from .parser import EPILOG, OneLineErrorParser
 
 __all__ = ["EPILOG", "OneLineErrorParser", "build_parser", "main"]
@@ -35,6 +35,7 @@ def build_parser() -> OneLineErrorParser:
     instruct.register(sub)
     judge.register(sub)
     generate_set.register(sub)
+    export.register(sub)
     return parser
 
 

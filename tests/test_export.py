@@ -1,0 +1,110 @@
+"""export.py (``posttrain export``): each form loads in the consuming library with the logits posttrain gives."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+import posttrain
+from posttrain.cli import main
+from test_engine import ROWS
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_model_dir):
+    """Finished runs of every method on the tiny Llama (instruction data), trained once for the module."""
+    root = tmp_path_factory.mktemp("export")
+    data = root / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    common = [f"model.name_or_path={tiny_model_dir}", f"data.train_file={data}", "data.max_length=64",
+              "train.max_steps=2", "train.per_device_batch_size=4", "train.learning_rate=1e-2", "train.progress=false"]
+    methods = {"full": [], "lora": ["adapter.type=lora", "adapter.lora_r=2"],
+               "prompt_tuning": ["adapter.type=prompt_tuning", "adapter.num_virtual_tokens=3"],
+               "dept": ["adapter.type=dept", "adapter.num_virtual_tokens=3", "adapter.dept_rank=2"]}
+    out = {}
+    for name, extra in methods.items():
+        result = posttrain.train(None, *common, *extra, f"train.output_dir={root / name}")
+        out[name] = result.run_dir
+    return root, out
+
+
+def _batch(tokenizer, texts=("What is the capital of France?", "Hi")):
+    tokenizer.padding_side = "right"
+    return tokenizer(list(texts), return_tensors="pt", padding=True)
+
+
+def _logits(model, batch):
+    with torch.no_grad():
+        return model.eval()(**batch).logits
+
+
+def test_lora_merges_into_a_model_transformers_loads_with_the_same_logits(runs):
+    from transformers import AutoModelForCausalLM
+
+    root, run = runs
+    assert main(["export", str(run["lora"]), "--to", "merged", "--out", str(root / "lora-merged")]) == 0
+    model, tokenizer = posttrain.load_run(run["lora"])
+    merged = AutoModelForCausalLM.from_pretrained(root / "lora-merged")
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+    batch = _batch(tokenizer)
+    assert torch.allclose(_logits(model, batch), _logits(merged, batch), atol=1e-5)
+
+
+def test_prompt_tuning_exports_to_peft_with_the_same_logits(runs, tiny_model_dir):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    root, run = runs
+    assert main(["export", str(run["prompt_tuning"]), "--to", "peft", "--out", str(root / "pt-peft")]) == 0
+    ours, tokenizer = posttrain.load_run(run["prompt_tuning"])
+    peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), root / "pt-peft")
+    one = tokenizer(["What is the capital of France?"], return_tensors="pt")  # PEFT counts pads into positions
+    assert torch.allclose(_logits(ours, one), _logits(peft_model, one)[:, 3:], atol=1e-5)
+
+
+def test_dept_standalone_moves_and_reloads_exactly(runs, tmp_path):
+    root, run = runs
+    assert main(["export", str(run["dept"]), "--to", "standalone", "--out", str(root / "dept-alone")]) == 0
+    moved = tmp_path / "elsewhere"
+    shutil.move(str(root / "dept-alone"), moved)
+    ours, tokenizer = posttrain.load_run(run["dept"])
+    again, _ = posttrain.load_run(moved)
+    batch = _batch(tokenizer)
+    assert torch.equal(_logits(ours, batch), _logits(again, batch))
+    assert (moved / "base" / "model.safetensors").is_file() and "name_or_path: base" in (moved / "config.yaml").read_text()
+
+
+def test_full_fine_tuning_merges_as_itself_and_standalone_needs_no_base(runs):
+    from transformers import AutoModelForCausalLM
+
+    root, run = runs
+    assert main(["export", str(run["full"]), "--to", "merged", "--out", str(root / "full-merged")]) == 0
+    assert main(["export", str(run["full"]), "--to", "standalone", "--out", str(root / "full-alone")]) == 0
+    ours, tokenizer = posttrain.load_run(run["full"])
+    batch = _batch(tokenizer)
+    assert torch.equal(_logits(ours, batch), _logits(AutoModelForCausalLM.from_pretrained(root / "full-merged"), batch))
+    assert torch.equal(_logits(ours, batch), _logits(posttrain.load_run(root / "full-alone")[0], batch))
+    assert not (root / "full-alone" / "base").exists()
+
+
+@pytest.mark.parametrize("method, form, message", [
+    ("dept", "peft", "--to peft: DePT's position-wise offset has no PEFT counterpart; use --to standalone"),
+    ("full", "peft", "--to peft: a full fine-tune is a whole model, not a PEFT adapter; use --to merged"),
+    ("prompt_tuning", "merged", "--to merged: a soft prompt adds input positions and cannot be merged into weights"),
+])
+def test_refusals_name_the_form_that_works_and_write_nothing(runs, capsys, method, form, message):
+    root, run = runs
+    out = root / f"refused-{method}-{form}"
+    assert main(["export", str(run[method]), "--to", form, "--out", str(out)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {message}")
+    assert not out.exists() and not list(root.glob(".*export-tmp"))
+
+
+def test_an_existing_output_is_never_overwritten(runs, capsys):
+    root, run = runs
+    (root / "taken").mkdir()
+    assert main(["export", str(run["lora"]), "--to", "peft", "--out", str(root / "taken")]) == 2
+    assert "exists; choose a new directory" in capsys.readouterr().err
