@@ -10,6 +10,7 @@ import torch
 
 import posttrain
 from posttrain.cli import main
+from test_classification import task_file  # noqa: F401  (fixture)
 from test_engine import ROWS
 
 
@@ -108,3 +109,15 @@ def test_an_existing_output_is_never_overwritten(runs, capsys):
     (root / "taken").mkdir()
     assert main(["export", str(run["lora"]), "--to", "peft", "--out", str(root / "taken")]) == 2
     assert "exists; choose a new directory" in capsys.readouterr().err
+
+
+def test_a_moved_standalone_task_run_scores_the_same_in_tasks_eval(tmp_path, tiny_model_dir, task_file):  # noqa: F811
+    run = posttrain.train(None, f"model.name_or_path={tiny_model_dir}", f"task.name={task_file}",
+                          "task.train=files:train", "task.eval=files:dev", "task.test=files:test", "task.objective=classifier",
+                          "adapter.type=lora", "adapter.lora_r=2", "data.max_length=32", "train.max_steps=2",
+                          "train.progress=false", f"train.output_dir={tmp_path / 'run'}").run_dir
+    assert main(["export", str(run), "--to", "standalone", "--out", str(tmp_path / "alone")]) == 0
+    shutil.move(str(tmp_path / "alone"), tmp_path / "moved")
+    for spec, name in ((run, "a.jsonl"), (tmp_path / "moved", "b.jsonl")):
+        assert main(["tasks", "eval", str(spec), "--predictions", str(tmp_path / name)]) == 0
+    assert (tmp_path / "a.jsonl").read_text() == (tmp_path / "b.jsonl").read_text()
