@@ -87,3 +87,35 @@ def test_finite_run_is_untouched(tmp_path, tokenizer, data_file):
     final = train(cfg, callbacks=[NonFiniteGuardCallback()], model=make_tiny_llama(len(tokenizer)), tokenizer=tokenizer)
     assert final["global_step"] == 2 and math.isfinite(final["train_loss"])
     assert (tmp_path / "run" / "final").is_dir() and checkpoints(tmp_path) == ["checkpoint-2"]
+
+
+def test_sample_generations_at_each_evaluation_survive_a_resume(tmp_path, tiny_model_dir, capsys):
+    import json as _json
+
+    from posttrain.callbacks import StopAtStepCallback
+    from posttrain.config import load_config
+    from posttrain.engine import train
+    from posttrain.generation import generate
+    from test_engine import ROWS
+
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(_json.dumps(r) + "\n" for r in ROWS))
+
+    def cfg(name):
+        return load_config(None, [f"model.name_or_path={tiny_model_dir}", f"data.train_file={data}",
+                                  "data.eval_size=4", "data.max_length=64", "train.max_steps=4", "train.eval_steps=2",
+                                  "train.save_steps=2", "train.per_device_batch_size=4", "train.learning_rate=1e-2",
+                                  "train.progress=false", "train.sample_prompts=[Say hi., Name a colour.]",
+                                  "train.sample_max_new_tokens=5", f"train.output_dir={tmp_path / name}"])
+
+    whole = train(cfg("whole"))
+    records = [_json.loads(line) for line in (tmp_path / "whole" / "samples.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["prompt"]) for r in records] == [(2, "Say hi."), (2, "Name a colour."), (4, "Say hi."),
+                                                          (4, "Name a colour.")]
+    model, tokenizer = whole["trainer"].model, whole["trainer"].processing_class
+    assert [r["answer"] for r in records[2:]] == generate(model, tokenizer, ["Say hi.", "Name a colour."],
+                                                          max_new_tokens=5)
+    assert "[sample, step 4] 'Say hi.' -> " in capsys.readouterr().out
+    train(cfg("cut"), callbacks=[StopAtStepCallback(2)])
+    train(cfg("cut"), resume=True)
+    assert (tmp_path / "cut" / "samples.jsonl").read_text() == (tmp_path / "whole" / "samples.jsonl").read_text()

@@ -170,3 +170,38 @@ def _last_checkpoint_before(folder: Path, step: int) -> Path | None:
                 if best is None or int(number) > best[0]:
                     best = (int(number), path)
     return best[1] if best else None
+
+
+class SampleCallback(TrainerCallback):
+    """Greedy answers to ``train.sample_prompts`` at every evaluation, appended to ``samples.jsonl`` (step, prompt,
+    answer) and printed: the look at outputs Axolotl and LLaMA-Factory users expect beside the loss curve."""
+
+    def __init__(self, run_dir: Path, tokenizer, texts: list[str], prompts: list[str], max_new_tokens: int,
+                 resume_step: int | None = None):
+        self.path = Path(run_dir) / "samples.jsonl"
+        self.tokenizer, self.texts, self.prompts, self.max_new_tokens = tokenizer, texts, prompts, max_new_tokens
+        self.resume_step = resume_step
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.resume_step is None or not state.is_world_process_zero or not self.path.is_file():
+            return
+        kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= self.resume_step]  # a killed run's tail
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+
+    def on_evaluate(self, args, state, control, model=None, **kwargs):
+        if model is None or not state.is_world_process_zero:
+            return
+        import torch
+
+        from .models.decoding import generate_batch
+
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.random.fork_rng(devices=[]):  # sampling must not move the training RNG (resume == whole run)
+                answers = generate_batch(model, self.tokenizer, self.texts, max_new_tokens=self.max_new_tokens)
+        finally:
+            model.train(was_training)
+        for prompt, answer in zip(self.prompts, answers):
+            append_jsonl(self.path, {"step": state.global_step, "prompt": prompt, "answer": answer})
+            print(f"[sample, step {state.global_step}] {prompt!r} -> {answer[:200]!r}", flush=True)

@@ -28,8 +28,9 @@ from . import distributed, support
 from .best_weights import BestWeightsCallback
 from .checkpointing import (AtomicCheckpoints, clear_run, complete_checkpoints, last_checkpoint,  # noqa: F401
                             run_contents, save_final_model, step_of as _step_of)
-from .callbacks import MetricsCallback, NonFiniteGuardCallback, StopAtStepCallback
+from .callbacks import MetricsCallback, NonFiniteGuardCallback, SampleCallback, StopAtStepCallback
 from .config import RunConfig, write_config
+from .data.chat import generation_prompt
 from .data.sft import SFTCollator
 from .errors import ConfigError
 from .io_utils import atomic_write_json, atomic_write_text, remove_stale_temp_files
@@ -240,6 +241,14 @@ class RunExtension:
     on_finish: object | None = None  # run_dir -> None, after metrics are written (plots)
 
 
+def sample_callback(cfg: RunConfig, run_dir: Path, tokenizer, data, model, resume_step) -> SampleCallback:
+    """``train.sample_prompts`` rendered as generation prompts with the run's chat template."""
+    texts = [generation_prompt(tokenizer, [{"role": "user", "content": p}], data.template)
+             for p in cfg.train.sample_prompts]
+    return SampleCallback(run_dir, tokenizer, texts, list(cfg.train.sample_prompts), cfg.train.sample_max_new_tokens,
+                          resume_step)
+
+
 def load_for_run(cfg: RunConfig, model=None, tokenizer=None):
     """(model, tokenizer, prepared data) of a run, unwrapped: the data files are read and the model's family checked
     against the run before any weight loads (``support``), so every such mistake fails in seconds."""
@@ -297,6 +306,8 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
 
     args = training_arguments(cfg, has_eval=data.eval is not None)
     metrics_cb = MetricsCallback(run_dir, resume_step=_step_of(checkpoint))
+    samples = [sample_callback(cfg, run_dir, tokenizer, data, model, _step_of(checkpoint))] \
+        if cfg.train.sample_prompts else []
     best_cb = (BestWeightsCallback(cfg.train.best_metric, cfg.train.early_stopping_patience)
                if cfg.train.best_metric else None)
     if best_cb is not None and checkpoint is not None:
@@ -311,7 +322,8 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
             pad_to=cfg.data.max_length if cfg.data.pad_to_max_length else None, padding_side=cfg.data.padding_side,
         ),
         processing_class=tokenizer,
-        callbacks=[metrics_cb, NonFiniteGuardCallback(), *([best_cb] if best_cb else []), *(callbacks or [])],
+        callbacks=[metrics_cb, NonFiniteGuardCallback(), *([best_cb] if best_cb else []), *samples,
+                   *(callbacks or [])],
         param_groups=groups_of(model, cfg) if groups_of else None,
         task_scorer=data.eval_scorer,
         example_loss=data.example_loss,

@@ -255,6 +255,10 @@ class TrainConfig:
     early_stopping_patience: int = _f(
         0, "Stop training after this many evaluations in a row without a better train.best_metric (0 = never); "
         "the best weights are then restored as usual.", bounds="[0, inf)")
+    sample_prompts: list = _f(
+        [], "User prompts answered greedily at every evaluation (instruction data): written to samples.jsonl in "
+        "the run directory with the step, and printed.")
+    sample_max_new_tokens: int = _f(48, "Tokens per sample answer.", bounds="[1, 4096]")
     save_steps: int = _f(0, "Checkpoint every N steps (0 = only at the end).", bounds="[0, inf)")
     save_total_limit: Optional[int] = _f(2, "Keep at most N checkpoints.", bounds="[1, inf)")
     seed: int = _f(42, "Training seed (data order, LoRA init, dropout).", bounds="[0, 4294967295]")

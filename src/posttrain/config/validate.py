@@ -45,6 +45,10 @@ def validate(cfg) -> None:
         _bad("data.eval_size", "set either data.eval_file or data.eval_size, not both")
     if train.max_steps <= 0 and train.num_epochs <= 0:
         _bad("train.max_steps", "set max_steps > 0 or num_epochs > 0")
+    if train.sample_prompts and task.name:
+        _bad("train.sample_prompts", "answers are sampled on instruction data runs (data.train_file), not tasks")
+    if train.sample_prompts and not all(isinstance(p, str) and p.strip() for p in train.sample_prompts):
+        _bad("train.sample_prompts", "expected a list of non-empty prompt strings")
     if train.early_stopping_patience and not train.best_metric:
         _bad("train.early_stopping_patience", "needs train.best_metric (the metric whose improvement it waits for)")
     if train.best_metric and train.eval_steps <= 0:
