@@ -501,6 +501,12 @@ CASES: list[Case] = [
     Case("family-encoder-generate", "model family", "`posttrain generate` with a BERT model",
          lambda e: e.generate(_family_model(e, "bert")),
          ("BertForMaskedLM is an encoder model", "decoder-only or encoder-decoder")),
+    Case("size-max-length-beyond-context", "model family", "`data.max_length=600` on a model with 512 positions",
+         lambda e: e.train("data.max_length=600"),
+         ("data.max_length", "exceeds the model's 512 positions", "max_position_embeddings"), nothing_written=True),
+    Case("size-dept-rank", "model family", "`adapter.dept_rank=40` on a model of width 32",
+         lambda e: e.train("adapter.type=dept", "adapter.num_virtual_tokens=4", "adapter.dept_rank=40"),
+         ("adapter.dept_rank", "exceeds min(s=64, d=32)", "use a rank <= 32"), nothing_written=True),
     # -- adapter directories ------------------------------------------------------------------------------------
     Case("adapter-wrong-shape", "adapter", "`soft_prompt.safetensors` whose `prompt` is 3 x 32 (config: 4 x 32)",
          _soft_prompt_wrong_shape,

@@ -56,6 +56,7 @@ class Method:
     trains_embedding_rows: bool = False  # new vocabulary rows train with it (DART-lite soft prompts)
     packing: bool = False  # padding-free packed batches are allowed
     feeds_embeddings: bool = False  # the model gets input embeddings (a soft prompt in front), not token ids
+    fits_model: Optional[Callable] = None  # (cfg, transformers config) -> raise ConfigError for a size it cannot take
 
 
 METHODS: dict[str, Method] = {}

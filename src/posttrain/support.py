@@ -93,11 +93,32 @@ def _config_of(model_cfg):
 
 def planned_kind(cfg: RunConfig, head: str) -> str | None:
     """The family of the model ``cfg.model`` names, loaded with ``head``, from its config file alone (None when the
-    config cannot be read)."""
+    config cannot be read); the run's lengths and DePT rank are checked against that config too (``check_sizes``)."""
     from .models import config_kind
 
     config = _config_of(cfg.model)
-    return None if config is None else config_kind(config, head)
+    if config is None:
+        return None
+    check_sizes(cfg, config)
+    return config_kind(config, head)
+
+
+_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+
+
+def check_sizes(cfg: RunConfig, config) -> None:
+    """Values that pass their own bounds but not this model: a sequence (soft prompt included) longer than the
+    model's learned positions, and what the method checks itself (``Method.fits_model``: DePT's rank)."""
+    method = method_named(cfg.adapter.type)
+    prompt = cfg.adapter.num_virtual_tokens if method.feeds_embeddings else 0
+    key = next((k for k in _CONTEXT_KEYS if isinstance(getattr(config, k, None), int)), None)
+    # encoder-decoders with relative positions (T5) have no fixed context; BART-like ones declare theirs
+    if key is not None and cfg.data.max_length + prompt > getattr(config, key):
+        extra = f" + {prompt} virtual tokens" if prompt else ""
+        raise ConfigError(f"data.max_length: {cfg.data.max_length}{extra} exceeds the model's {getattr(config, key)} "
+                          f"positions ({key} in its config)")
+    if method.fits_model is not None:
+        method.fits_model(cfg, config)
 
 
 def check_model_family(model_cfg, spec: str, families=DECODING,

@@ -65,6 +65,15 @@ def _describe(cfg) -> dict:
             "offset_learning_rate": a.offset_learning_rate}
 
 
+def _fits_model(cfg, config) -> None:
+    """A rank above min(s, d) is no longer a low-rank offset (and only adds parameters)."""
+    width = getattr(config, "hidden_size", None) or getattr(config, "d_model", None)
+    s = cfg.adapter.dept_max_length or cfg.data.max_length
+    if width and cfg.adapter.dept_rank > min(s, width):
+        raise ConfigError(f"adapter.dept_rank: {cfg.adapter.dept_rank} exceeds min(s={s}, d={width}), where the "
+                          f"offset A B is no longer low-rank; use a rank <= {min(s, width)}")
+
+
 METHOD = Method(
     name="dept",
     summary="DePT: a shorter soft prompt + a low-rank position-wise offset of the input embeddings, two learning "
@@ -75,6 +84,7 @@ METHOD = Method(
     weights_file=soft_prompt_io.CONFIG_NAME,
     restore=soft_prompt.restore,
     feeds_embeddings=True,
+    fits_model=_fits_model,
     validate=_validate,
     optimizer_groups=soft_prompt.optimizer_groups,
     describe=_describe,
