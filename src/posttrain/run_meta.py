@@ -17,6 +17,7 @@ from .data.instruction_loss import describe as describe_loss
 from .methods.objectives import describe as describe_objective
 from .registry import method_named
 from .run_data import PreparedData
+from .training_args import resolve_precision
 from .models import describe_model, model_kind, wrapper_chain
 
 
@@ -43,6 +44,8 @@ def run_metadata(cfg: RunConfig, model, data: PreparedData) -> dict:
                            "neftune": neftune.describe(cfg) if cfg.train.neftune_alpha > 0 else None},
         "task": describe_objective(cfg) if cfg.task.name else None,
         "chat_template": cfg.data.chat_template,
+        "mixed_precision": {"configured": cfg.train.mixed_precision,
+                            "used": resolve_precision(cfg.train.mixed_precision)},
         "optimizer": {
             "name": "adamw_torch",
             "betas": [cfg.train.adam_beta1, cfg.train.adam_beta2],

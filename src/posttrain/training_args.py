@@ -70,9 +70,29 @@ def training_arguments(cfg: RunConfig, has_eval: bool) -> TrainingArguments:
     return TrainingArguments(**kwargs)
 
 
+def bf16_hardware() -> bool:
+    """Does this machine have bf16 matmul kernels: a CUDA GPU that supports bf16, or a CPU reporting AVX512-BF16 or
+    AMX (Linux /proc/cpuinfo flags; elsewhere: assume not)?"""
+    if torch.cuda.is_available():
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def resolve_precision(precision: str) -> str:
+    """``auto`` -> bf16 on bf16 hardware, else none; any other value as given."""
+    if precision != "auto":
+        return precision
+    return "bf16" if bf16_hardware() else "none"
+
+
 def mixed_precision_arguments(precision: str) -> dict:
     """TrainingArguments for ``train.mixed_precision``. accelerate wraps the prepared model's forward in autocast,
     so every pass through it runs in that precision: training losses, periodic evaluation and test scoring."""
+    precision = resolve_precision(precision)
     if precision == "none":
         return {}
     if precision == "fp16" and not torch.cuda.is_available():
