@@ -364,7 +364,7 @@ CASES: list[Case] = [
          nothing_written=True),
     Case("config-yaml-boolean", "config", "`train: {mixed_precision: no}` (YAML reads `no` as false)",
          lambda e: ["train", str(_with_line(e.recipe(), "train:", "  mixed_precision: no"))],
-         ("train.mixed_precision", "expected one of none, bf16, fp16, got False", "quote the word"),
+         ("train.mixed_precision", "expected one of none, bf16, fp16, auto, got False", "quote the word"),
          nothing_written=True),
     Case("config-duplicate-key", "config", "`learning_rate` twice in the recipe's `train:` block",
          lambda e: ["train", str(_with_line(e.recipe(train={"learning_rate": 1e-4}), "train:", "  learning_rate: 2e-4"))],

@@ -260,9 +260,11 @@ def load_for_run(cfg: RunConfig, model=None, tokenizer=None):
     mixed_precision_arguments(cfg.train.mixed_precision)  # so does fp16 without a GPU
     model_cfg, num_labels = objective_model_config(cfg)
     # so does a method or objective the model's family does not support (from its config, before any weight)
-    planned = model_kind(model) if model is not None else support.planned_kind(cfg, model_cfg.head)
+    planned, model_config = (model_kind(model), model.config) if model is not None else \
+        support.planned(cfg, model_cfg.head)
     if planned is not None:
-        support.check(cfg, planned)
+        support.check(cfg, planned)  # the family first: a size is moot on a model that cannot run the recipe
+        support.check_sizes(cfg, model_config)
     set_seed(cfg.train.seed)
     if model is None or tokenizer is None:
         # (attn_implementation auto: the loader picks what the class supports for packed or padded batches)

@@ -91,16 +91,18 @@ def _config_of(model_cfg):
         return None
 
 
-def planned_kind(cfg: RunConfig, head: str) -> str | None:
-    """The family of the model ``cfg.model`` names, loaded with ``head``, from its config file alone (None when the
-    config cannot be read); the run's lengths and DePT rank are checked against that config too (``check_sizes``)."""
+def planned(cfg: RunConfig, head: str):
+    """(family, transformers config) of the model ``cfg.model`` names, loaded with ``head``, from its config file
+    alone; (None, None) when the config cannot be read."""
     from .models import config_kind
 
     config = _config_of(cfg.model)
-    if config is None:
-        return None
-    check_sizes(cfg, config)
-    return config_kind(config, head)
+    return (None, None) if config is None else (config_kind(config, head), config)
+
+
+def planned_kind(cfg: RunConfig, head: str) -> str | None:
+    """The family alone (``planned``)."""
+    return planned(cfg, head)[0]
 
 
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
