@@ -102,3 +102,27 @@ def test_fp16_without_a_gpu_is_a_config_error(tmp_path):
         mixed_precision_arguments("fp16")
     with pytest.raises(ConfigError, match=r"^train\.mixed_precision: fp16 needs a CUDA GPU"):
         training_arguments(_cfg(tmp_path, mixed_precision="fp16"), has_eval=False)
+
+
+def test_tensorboard_event_files_hold_the_logged_losses(tmp_path, tiny_model_dir):
+    """train.report_to: [tensorboard] writes event files into RUN/tensorboard/ whose train/loss scalars are the
+    losses of metrics.jsonl."""
+    import json
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from posttrain.engine import train
+    from test_engine import ROWS
+
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    cfg = load_config(None, [f"model.name_or_path={tiny_model_dir}", f"data.train_file={data}", "data.max_length=64",
+                             "train.max_steps=3", "train.per_device_batch_size=4", "train.progress=false",
+                             "train.report_to=[tensorboard]", f"train.output_dir={tmp_path / 'run'}"])
+    train(cfg)
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard")).Reload()
+    logged = [e.value for e in events.Scalars("train/loss")]
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+              if "loss" in json.loads(line)]
+    assert logged == pytest.approx(losses, rel=1e-6) and len(logged) == 3
+    assert not (tmp_path / "run" / "checkpoints" / "runs").exists()

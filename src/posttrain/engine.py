@@ -41,7 +41,7 @@ from .models.families import model_kind
 from .registry import method_named
 from .run_data import prepare_data, read_rows
 from .run_meta import run_metadata
-from .training_args import mixed_precision_arguments, training_arguments
+from .training_args import mixed_precision_arguments, tensorboard_callback, training_arguments
 from .tasks import get_task
 
 
@@ -325,6 +325,7 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
         ),
         processing_class=tokenizer,
         callbacks=[metrics_cb, NonFiniteGuardCallback(), *([best_cb] if best_cb else []), *samples,
+                   *([tensorboard_callback(run_dir)] if "tensorboard" in cfg.train.report_to else []),
                    *(callbacks or [])],
         param_groups=groups_of(model, cfg) if groups_of else None,
         task_scorer=data.eval_scorer,

@@ -22,7 +22,18 @@ def _check_report_to(report_to: list) -> list | str:
             raise ConfigError(f"train.report_to: unknown logger {name!r}; expected tensorboard or wandb")
         if importlib.util.find_spec(module) is None:
             raise ConfigError(f"train.report_to: {name} is not installed (pip install {module})")
-    return list(report_to) or "none"
+    # tensorboard is attached by the engine itself, writing into the run directory (``tensorboard_callback``)
+    return [name for name in report_to if name != "tensorboard"] or "none"
+
+
+def tensorboard_callback(run_dir: Path):
+    """transformers' TensorBoard logger writing event files into ``RUN/tensorboard/`` (the Trainer's own would
+    write under ``checkpoints/runs/``, mixed with the checkpoints)."""
+    from transformers.integrations import TensorBoardCallback
+
+    callback = TensorBoardCallback()
+    callback.logging_dir = str(Path(run_dir) / "tensorboard")
+    return callback
 
 
 def training_arguments(cfg: RunConfig, has_eval: bool) -> TrainingArguments:
