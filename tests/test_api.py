@@ -27,6 +27,18 @@ def _recipe(tmp_path, model_dir, data_file, name="run"):
     return path
 
 
+def _assert_trained_alike(trainer, ours, engine_run) -> None:
+    """Another library's Trainer against posttrain's engine run: the same 3 step losses (rel 1e-5), the same
+    weights (1e-5)."""
+    theirs_losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
+    engine_losses = [json.loads(line)["loss"] for line in (engine_run / "metrics.jsonl").read_text().splitlines()
+                     if "loss" in json.loads(line)]
+    assert theirs_losses == pytest.approx(engine_losses, rel=1e-5) and len(theirs_losses) == 3
+    theirs = dict(trainer.model.named_parameters())
+    for name, param in ours.trainer.model.named_parameters():
+        assert torch.allclose(param, theirs[name], atol=1e-5), name
+
+
 def test_the_api_is_exported_without_importing_the_engine_at_import_time():
     import subprocess
     import sys
@@ -99,13 +111,7 @@ def test_the_im_loss_in_a_plain_transformers_trainer_equals_posttrains_engine(tm
     trainer = Trainer(model=model, args=training_arguments(cfg, has_eval=False), train_dataset=dataset,
                       data_collator=posttrain.LabelsCollator(tokenizer.pad_token_id))
     trainer.train()
-    plain_losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
-    engine_losses = [json.loads(line)["loss"] for line in (tmp_path / "engine" / "metrics.jsonl").read_text()
-                     .splitlines() if "loss" in json.loads(line)]
-    assert plain_losses == pytest.approx(engine_losses, rel=1e-5) and len(plain_losses) == 3
-    theirs = dict(trainer.model.named_parameters())
-    for name, param in ours.trainer.model.named_parameters():
-        assert torch.allclose(param, theirs[name], atol=1e-5), name
+    _assert_trained_alike(trainer, ours, tmp_path / "engine")
 
 
 def test_labels_collator_refuses_weights_it_cannot_express():
@@ -135,10 +141,4 @@ def test_the_im_loss_in_trls_sft_trainer_equals_posttrains_engine(tmp_path, tiny
                          train_dataset=dataset, processing_class=tokenizer,
                          data_collator=posttrain.LabelsCollator(tokenizer.pad_token_id))
     trainer.train()
-    trl_losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
-    engine_losses = [json.loads(line)["loss"] for line in (tmp_path / "engine" / "metrics.jsonl").read_text()
-                     .splitlines() if "loss" in json.loads(line)]
-    assert trl_losses == pytest.approx(engine_losses, rel=1e-5) and len(trl_losses) == 3
-    theirs = dict(trainer.model.named_parameters())
-    for name, param in ours.trainer.model.named_parameters():
-        assert torch.allclose(param, theirs[name], atol=1e-5), name
+    _assert_trained_alike(trainer, ours, tmp_path / "engine")

@@ -96,20 +96,27 @@ def write_sst2_data(root):
     return root
 
 
-@pytest.fixture
-def setup(tmp_path, tiny_model_dir):
-    root = write_sst2_data(tmp_path / "data")
-    (tmp_path / "prompt_ft.yaml").write_text(
-        f"model: {{name_or_path: '{tiny_model_dir}'}}\n"
-        "task: {name: SST-2, form: template, train: 'kshot:train', eval: 'kshot:dev', test: 'kshot:test'}\n"
+def write_pcp_recipes(folder, model_dir, task_keys: str = ""):
+    """A tiny SST-2 data root, a prompt-FT recipe on ``model_dir`` (``task_keys`` added to its task section) and a
+    2-step PCP config using it as the teacher, under ``folder``."""
+    root = write_sst2_data(folder / "data")
+    (folder / "prompt_ft.yaml").write_text(
+        f"model: {{name_or_path: '{model_dir}'}}\n"
+        f"task: {{name: SST-2, form: template, {task_keys}train: 'kshot:train', eval: 'kshot:dev', "
+        "test: 'kshot:test'}\n"
         "data: {max_length: 64}\n"
         "train: {max_steps: 2, per_device_batch_size: 4, learning_rate: 1.0e-3, progress: false}\n")
-    (tmp_path / "pcp.yaml").write_text(
-        f"task: SST-2\ndata_root: '{root}'\noutput_dir: '{tmp_path / 'out'}'\nteacher_recipe: prompt_ft.yaml\n"
+    (folder / "pcp.yaml").write_text(
+        f"task: SST-2\ndata_root: '{root}'\noutput_dir: '{folder / 'out'}'\nteacher_recipe: prompt_ft.yaml\n"
         "max_pool_train: 6\n"
         "cpt: {max_steps: 2, eval_steps: 1, per_device_batch_size: 4, gradient_accumulation_steps: 1, "
         "max_length: 64, progress: false}\n")
-    return tmp_path
+    return folder
+
+
+@pytest.fixture
+def setup(tmp_path, tiny_model_dir):
+    return write_pcp_recipes(tmp_path, tiny_model_dir)
 
 
 def test_pcp_pipeline_end_to_end(setup):
@@ -325,19 +332,8 @@ def test_pcp_end_to_end_on_a_roberta_family_model(tmp_path):
     (verbalizer at <mask>), stage 4 continues pre-training with the masked-LM objective, stage 5 starts from it."""
     from tiny_models import save_tiny
 
-    model_dir = save_tiny("roberta", tmp_path / "roberta")
-    root = write_sst2_data(tmp_path / "data")
-    (tmp_path / "prompt_ft.yaml").write_text(
-        f"model: {{name_or_path: '{model_dir}'}}\n"
-        "task: {name: SST-2, objective: verbalizer, form: template, label_tokens: first, train: 'kshot:train', "
-        "eval: 'kshot:dev', test: 'kshot:test'}\n"
-        "data: {max_length: 64}\n"
-        "train: {max_steps: 2, per_device_batch_size: 4, learning_rate: 1.0e-3, progress: false}\n")
-    (tmp_path / "pcp.yaml").write_text(
-        f"task: SST-2\ndata_root: '{root}'\noutput_dir: '{tmp_path / 'out'}'\nteacher_recipe: prompt_ft.yaml\n"
-        "max_pool_train: 6\n"
-        "cpt: {max_steps: 2, eval_steps: 1, per_device_batch_size: 4, gradient_accumulation_steps: 1, "
-        "max_length: 64, progress: false}\n")
+    write_pcp_recipes(tmp_path, save_tiny("roberta", tmp_path / "roberta"),
+                      "objective: verbalizer, label_tokens: first, ")
     summary = pcp.run_pipeline(pcp.load_pipeline_config(tmp_path / "pcp.yaml", method="pcp"), log=lambda *_: None)
     out = tmp_path / "out"
     assert json.loads((out / "stage1_teacher" / "run_meta.json").read_text())["model"]["class"] == \

@@ -68,20 +68,26 @@ def _gpt2(vocab, ids):
                       eos_token_id=ids["eos"], pad_token_id=ids["pad"])
 
 
-def _t5(vocab, ids):
-    from transformers import T5Config
+def _t5_like(cls_name: str):
+    def build(vocab, ids):
+        import transformers
 
-    return T5Config(vocab_size=vocab, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
-                    pad_token_id=ids["pad"], eos_token_id=ids["eos"], decoder_start_token_id=ids["pad"])
+        return getattr(transformers, cls_name)(
+            vocab_size=vocab, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
+            pad_token_id=ids["pad"], eos_token_id=ids["eos"], decoder_start_token_id=ids["pad"])
+    return build
 
 
-def _bart(vocab, ids):
-    from transformers import BartConfig
+def _bart_like(cls_name: str):
+    def build(vocab, ids):
+        import transformers
 
-    return BartConfig(vocab_size=vocab, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-                      decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=256,
-                      pad_token_id=ids["pad"], bos_token_id=ids["bos"], eos_token_id=ids["eos"],
-                      decoder_start_token_id=ids["eos"], forced_eos_token_id=None)
+        return getattr(transformers, cls_name)(
+            vocab_size=vocab, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+            decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=256,
+            pad_token_id=ids["pad"], bos_token_id=ids["bos"], eos_token_id=ids["eos"],
+            decoder_start_token_id=ids["eos"], forced_eos_token_id=None)
+    return build
 
 
 def _encoder(cls_name: str, **extra):
@@ -109,22 +115,6 @@ def _bloom(vocab, ids):
 
     return BloomConfig(vocab_size=vocab, hidden_size=32, n_layer=2, n_head=4, pad_token_id=ids["pad"],
                        bos_token_id=ids["bos"], eos_token_id=ids["eos"])
-
-
-def _mt5(vocab, ids):
-    from transformers import MT5Config
-
-    return MT5Config(vocab_size=vocab, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
-                     pad_token_id=ids["pad"], eos_token_id=ids["eos"], decoder_start_token_id=ids["pad"])
-
-
-def _mbart(vocab, ids):
-    from transformers import MBartConfig
-
-    return MBartConfig(vocab_size=vocab, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-                       decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
-                       max_position_embeddings=256, pad_token_id=ids["pad"], bos_token_id=ids["bos"],
-                       eos_token_id=ids["eos"], decoder_start_token_id=ids["eos"], forced_eos_token_id=None)
 
 
 def _albert(vocab, ids):
@@ -157,10 +147,10 @@ ARCHITECTURES = {  # name -> (family, config builder(vocab_size, special ids))
     "opt": ("causal", _opt),
     "bloom": ("causal", _bloom),
     "olmo": ("causal", _decoder("OlmoConfig", num_key_value_heads=2)),
-    "t5": ("seq2seq", _t5),
-    "bart": ("seq2seq", _bart),
-    "mt5": ("seq2seq", _mt5),
-    "mbart": ("seq2seq", _mbart),
+    "t5": ("seq2seq", _t5_like("T5Config")),
+    "bart": ("seq2seq", _bart_like("BartConfig")),
+    "mt5": ("seq2seq", _t5_like("MT5Config")),
+    "mbart": ("seq2seq", _bart_like("MBartConfig")),
     "bert": ("encoder", _encoder("BertConfig")),
     "roberta": ("encoder", _encoder("RobertaConfig")),
     "deberta_v2": ("encoder", _encoder("DebertaV2Config")),
