@@ -121,3 +121,7 @@ def test_a_moved_standalone_task_run_scores_the_same_in_tasks_eval(tmp_path, tin
     for spec, name in ((run, "a.jsonl"), (tmp_path / "moved", "b.jsonl")):
         assert main(["tasks", "eval", str(spec), "--predictions", str(tmp_path / name)]) == 0
     assert (tmp_path / "a.jsonl").read_text() == (tmp_path / "b.jsonl").read_text()
+    from posttrain.evaluation.task_split_eval import task_config
+
+    cfg = task_config(str(tmp_path / "moved"), ["model.dtype=bfloat16"])  # an override of the model section stays
+    assert (cfg.model.name_or_path, cfg.model.dtype) == (str(tmp_path / "moved" / "base"), "bfloat16")

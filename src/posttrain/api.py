@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from .config import LossConfig, RunConfig, load_config
+from .config.loader import apply_overrides
 from .data.chat import resolve_template
 from .data.sft import build_sft_dataset
 from .errors import ConfigError
@@ -60,19 +61,12 @@ def train(config: RunConfig | str | Path | None = None, *overrides: str, resume:
 
     changes = _overrides(overrides, keyed)
     if isinstance(config, RunConfig):
-        cfg = load_config(None, [*_as_overrides(config), *changes]) if changes else config
+        cfg = apply_overrides(config, changes) if changes else config
     else:
         cfg = load_config(config, changes)
     final = engine_train(cfg, resume=resume, overwrite=overwrite)
     trainer = final.pop("trainer")
     return TrainResult(Path(final.pop("run_dir")), final, trainer)
-
-
-def _as_overrides(cfg: RunConfig) -> list[str]:
-    import json
-
-    return [f"{section}.{key}={json.dumps(value)}" for section, values in dataclasses.asdict(cfg).items()
-            for key, value in values.items()]
 
 
 def load_run(run_dir: str | Path, *, for_training: bool = False, dtype: str | None = None):

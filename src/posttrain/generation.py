@@ -33,14 +33,18 @@ def is_run_dir(path: str | Path) -> bool:
     return (path / "config.yaml").is_file() and (path / "final").is_dir()
 
 
-def run_config(run_dir: str | Path):
-    """A run directory's ``config.yaml``, its model path read relative to the directory where it names something
-    inside it (``posttrain export --to standalone`` writes ``model.name_or_path: base``)."""
-    cfg = load_config(Path(run_dir) / "config.yaml")
+def inside_run(cfg, run_dir: str | Path):
+    """``cfg`` with its model path read relative to ``run_dir`` where it names something inside it (``posttrain
+    export --to standalone`` writes ``model.name_or_path: base``)."""
     name = str(cfg.model.name_or_path)
     if not Path(name).is_absolute() and (Path(run_dir) / name).exists():
         cfg = replace(cfg, model=replace(cfg.model, name_or_path=str(Path(run_dir) / name)))
     return cfg
+
+
+def run_config(run_dir: str | Path):
+    """A run directory's ``config.yaml`` (``inside_run``)."""
+    return inside_run(load_config(Path(run_dir) / "config.yaml"), run_dir)
 
 
 def load_run(run_dir: str | Path, model_cfg: ModelConfig, *, for_training: bool = False,

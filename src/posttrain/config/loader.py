@@ -185,9 +185,12 @@ def load_config(path: Optional[str | Path], overrides: Optional[list[str]] = Non
         source = str(path)
         raw = read_yaml_file(path)
     cfg = _build(raw, source)
-    if overrides:
-        cfg = _build(_merge(to_dict(cfg), parse_overrides(overrides)), "overrides")
-    return cfg
+    return apply_overrides(cfg, overrides) if overrides else cfg
+
+
+def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
+    """``cfg`` with ``section.key=value`` overrides applied and checked, as ``load_config`` applies them."""
+    return _build(_merge(to_dict(cfg), parse_overrides(overrides)), "overrides")
 
 
 def to_dict(cfg) -> dict:

@@ -24,7 +24,7 @@ from ..errors import ConfigError, ModelLoadError
 from ..methods.objectives import label_predictions
 from ..scoring.metrics import task_metrics
 from ..engine import objective_model_config
-from ..generation import load_run, run_config
+from ..generation import inside_run, load_run
 from ..models import load_model_and_tokenizer
 from ..run_data import prepare_data, task_split
 from ..tasks import get_task
@@ -40,8 +40,7 @@ def task_config(spec: str, overrides: list[str], split: str = "test"):
     source = path / "config.yaml" if path.is_dir() else path
     cfg = load_config(source, overrides)
     if path.is_dir():  # a model path relative to the run directory (an exported standalone run)
-        cfg = dataclasses.replace(cfg, model=run_config(path).model) if not any(
-            o.startswith("model.name_or_path=") for o in overrides) else cfg
+        cfg = inside_run(cfg, path)
     if not cfg.task.name:
         raise ConfigError(f"{source}: task.name is not set; tasks eval scores a declared task (`posttrain tasks "
                           "list`)")
