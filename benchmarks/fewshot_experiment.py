@@ -97,14 +97,15 @@ def budget(args, task_ref: str) -> list[str]:
     return [f"task.name={task_ref}", f"data.max_length={max_length(task_ref)}", f"train.max_steps={args.steps}",
             f"train.learning_rate={args.learning_rate}", "train.per_device_batch_size=8", f"train.eval_steps={every}",
             f"train.logging_steps={every}", "train.save_steps=0", "train.progress=false",
-            f"train.best_metric={task.metrics[0]}", f"task.max_test_examples={args.max_test}"]
+            f"train.best_metric={task.metrics[0]}", f"task.max_test_examples={args.max_test}",
+            "train.mixed_precision=none"]  # fp32, as the ledger's published runs (before auto became the default)
 
 
 def cpt_settings(args, task_ref: str) -> list[str]:
     every = max(1, args.steps // 4)
     return [f"max_pool_train={args.pool}", "max_pool_dev=32", f"cpt.max_steps={args.steps}",
             f"cpt.eval_steps={every}", f"cpt.logging_steps={every}", f"cpt.max_length={max_length(task_ref)}",
-            "cpt.progress=false"]
+            "cpt.progress=false", "cpt.mixed_precision=none"]  # fp32, as the ledger's runs
 
 
 def drop_weights(run_dir: Path) -> None:

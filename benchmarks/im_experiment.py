@@ -77,6 +77,7 @@ def train_runs(out: Path, args, log) -> None:
                              "train.gradient_accumulation_steps=1", f"train.max_steps={args.steps}",
                              f"train.learning_rate={args.lr}", "train.warmup_ratio=0.05", "train.packing=true",
                              f"train.eval_steps={max(1, args.steps // 4)}", "train.save_steps=0",
+                             "train.mixed_precision=none",  # fp32, as the published runs (auto came later)
                              f"train.output_dir={run_dir}"], log)
 
 

@@ -40,7 +40,8 @@ def main(argv=None) -> int:
     recipe = [f"model.name_or_path={args.model}", f"data.train_file={data}", "data.max_length=48",
               "adapter.type=dept", "adapter.num_virtual_tokens=4", "adapter.dept_rank=2",
               "adapter.prompt_learning_rate=0.3", "adapter.offset_learning_rate=0.001", f"train.max_steps={args.steps}",
-              "train.per_device_batch_size=4", "train.logging_steps=1", "train.warmup_ratio=0", "train.progress=false"]
+              "train.per_device_batch_size=4", "train.logging_steps=1", "train.warmup_ratio=0", "train.progress=false",
+              "train.mixed_precision=none"]  # both sides fp32: the comparison is of the method, not of bf16 rounding
     ours = posttrain.train(None, *recipe, f"train.output_dir={work / 'engine'}")
 
     cfg = posttrain.load_config(None, [*recipe, f"train.output_dir={work / 'plain'}"])
@@ -48,6 +49,7 @@ def main(argv=None) -> int:
     base, tokenizer = load_model_and_tokenizer(ModelConfig(name_or_path=args.model))
     model = posttrain.dept(base, num_virtual_tokens=4, rank=2, max_length=48, init=cfg.adapter.prompt_init,
                            tokenizer=tokenizer, init_text=cfg.adapter.prompt_init_text, seed=cfg.train.seed)
+    start = {name: getattr(model, name).detach().clone() for name in ("prompt", "offset_a", "offset_b")}
     train_args = training_arguments(cfg, has_eval=False)
     optimizer = torch.optim.AdamW(model.optimizer_groups(0.3, 0.001), betas=(train_args.adam_beta1,
                                   train_args.adam_beta2), eps=train_args.adam_epsilon)
@@ -61,12 +63,15 @@ def main(argv=None) -> int:
     print(f"step losses, plain Trainer: {plain}\nstep losses, posttrain:      {engine}")
     assert len(plain) == args.steps and all(abs(a - b) <= 1e-4 * abs(b) for a, b in zip(plain, engine)), "losses"
     trained = ours.trainer.model
-    for name in ("prompt", "offset_a", "offset_b"):
+    for name, before in start.items():
         gap = (getattr(model, name) - getattr(trained, name)).abs().max().item()
-        print(f"{name}: largest difference {gap:.2e}")
-        # Adam at the prompt's lr 0.3 scales each update to about lr whatever the gradient's size, so the float
-        # rounding of two loss implementations (posttrain's fused cross-entropy, the model's own) shows here
-        assert gap <= 1e-3, name
+        moved = (getattr(trained, name) - before).abs().max().item()
+        print(f"{name}: largest difference {gap:.2e}, largest move in training {moved:.2e}")
+        # Adam scales each update to about lr whatever the gradient's size, so the float rounding of two loss
+        # implementations (posttrain's fused cross-entropy, the model's own) shows in proportion to the move, at
+        # a size that depends on the CPU's kernels: 1% of the move is far below a real difference (a wrong loss
+        # or learning rate moves the weights elsewhere altogether)
+        assert moved > 0 and gap <= 1e-2 * moved, name
     print("same losses and the same P, A, B as posttrain's engine")
     return 0
 

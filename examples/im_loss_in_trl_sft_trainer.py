@@ -41,7 +41,8 @@ def main(argv=None) -> int:
     data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
     recipe = [f"model.name_or_path={args.model}", f"data.train_file={data}", "data.max_length=64",
               "loss.mode=instruction_and_output", f"train.max_steps={args.steps}", "train.per_device_batch_size=4",
-              "train.learning_rate=1e-5", "train.logging_steps=1", "train.warmup_ratio=0", "train.progress=false"]
+              "train.learning_rate=1e-5", "train.logging_steps=1", "train.warmup_ratio=0", "train.progress=false",
+              "train.mixed_precision=none"]  # both sides fp32: the comparison is of the method, not of bf16 rounding
     ours = posttrain.train(None, *recipe, f"train.output_dir={work / 'engine'}")
 
     cfg = posttrain.load_config(None, [*recipe, f"train.output_dir={work / 'trl'}"])

@@ -54,7 +54,10 @@ def write_data(root: Path) -> dict:
     return {"train": train, "eval": evals, "task": root / "task.yaml"}
 
 
-def cell_config(model_dir: Path, method: str, data: str, files: dict, out: Path, *extra: str):
+def cell_config(model_dir: Path, method: str, data: str, files: dict, out: Path, *extra: str,
+                precision: str = "none"):
+    """The cell's run config. fp32 by default: the padding, eval-mode and look-ahead checks compare scores at fp32
+    tolerances, which bf16 autocast (the default ``auto`` on bf16 hardware) does not keep across batch shapes."""
     from posttrain.config import load_config
 
     if data == "instruction":
@@ -65,7 +68,8 @@ def cell_config(model_dir: Path, method: str, data: str, files: dict, out: Path,
                   "task.test=files:test", f"task.objective={data}", f"task.form={form}"]
     return load_config(None, [f"model.name_or_path={model_dir}", *source, f"data.max_length={MAX_LENGTH[data]}",
                               "train.per_device_batch_size=4", "train.max_steps=3", "train.warmup_ratio=0",
-                              "train.progress=false", f"train.output_dir={out}", *METHODS[method], *extra])
+                              "train.progress=false", f"train.output_dir={out}", f"train.mixed_precision={precision}",
+                              *METHODS[method], *extra])
 
 
 class Snapshot(TrainerCallback):

@@ -71,7 +71,8 @@ def test_packed_training_run_equals_sdpa(tmp_path, tiny_model_dir):
     for impl in ("sdpa", NAME):
         from posttrain.engine import train
 
-        train(config(tmp_path, tiny_model_dir, path, impl, "train.packing=true", f"model.attn_implementation={impl}"))
+        train(config(tmp_path, tiny_model_dir, path, impl, "train.packing=true", f"model.attn_implementation={impl}",
+                     "train.mixed_precision=none"))  # fp32: the two kernels agree to float rounding
     a, b = final_weights(tmp_path / "sdpa"), final_weights(tmp_path / NAME)
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-5), key

@@ -20,7 +20,7 @@ def _cfg(tmp_path, tiny_model_dir, task_file, name="run", *extra):  # noqa: F811
         "task.eval=files:dev", "task.test=files:test", "data.max_length=32", "train.per_device_batch_size=4",
         "train.max_steps=8", "train.warmup_ratio=0", "train.progress=false", "train.eval_steps=1",
         "adapter.type=full", "train.learning_rate=0.05", "train.lr_scheduler=constant",  # overshoots: best at step 4
-        "train.best_metric=output_loss", f"train.output_dir={tmp_path / name}", *extra,
+        "train.best_metric=output_loss", f"train.output_dir={tmp_path / name}", "train.mixed_precision=none", *extra,
     ])
 
 

@@ -75,7 +75,7 @@ def test_continued_pretraining_passes_its_precision_to_the_trainer():
     from posttrain.pipelines.continued_pretraining import ContinuedPretrainingConfig, training_arguments
 
     assert training_arguments(ContinuedPretrainingConfig(output_dir="x", mixed_precision="bf16")).bf16
-    assert not training_arguments(ContinuedPretrainingConfig(output_dir="x")).bf16
+    assert not training_arguments(ContinuedPretrainingConfig(output_dir="x", mixed_precision="none")).bf16
 
 
 @pytest.mark.parametrize("has_bf16", [True, False])
@@ -83,9 +83,9 @@ def test_auto_is_bf16_exactly_where_the_hardware_has_it(tmp_path, tiny_model_dir
                                                         has_bf16):
     import json
 
-    from posttrain import training_args
+    from posttrain.models import precision
 
-    monkeypatch.setattr(training_args, "bf16_hardware", lambda: has_bf16)
+    monkeypatch.setattr(precision, "bf16_hardware", lambda: has_bf16)
     cfg = _cfg(tmp_path, tiny_model_dir, task_file, "auto")
     seen, final, _ = _dtypes_by_phase(cfg)
     expected = torch.bfloat16 if has_bf16 else torch.float32

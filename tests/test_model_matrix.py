@@ -74,7 +74,9 @@ def test_kill_and_resume_equals_the_uninterrupted_run(workspace, arch, method, d
     model_dir = _model_dir(workspace, arch)
     runs = {name: root / "resume" / f"{arch}-{method}-{name}" for name in ("whole", "cut")}
     extra = ("train.max_steps=4", "train.save_steps=2")
-    whole, cut = (cell_config(model_dir, method, data, files, runs[n], *extra) for n in ("whole", "cut"))
+    # at the default precision (auto: bf16 autocast on bf16 hardware), which resume must also keep bitwise
+    whole, cut = (cell_config(model_dir, method, data, files, runs[n], *extra, precision="auto")
+                  for n in ("whole", "cut"))
     train(whole)
     train(cut, callbacks=[StopAtStepCallback(2)])
     assert not (runs["cut"] / "final").exists() and (runs["cut"] / "checkpoints" / "checkpoint-2").is_dir()
@@ -84,6 +86,30 @@ def test_kill_and_resume_equals_the_uninterrupted_run(workspace, arch, method, d
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), path.name
     scores = [json.loads((runs[n] / "final_metrics.json").read_text()) for n in ("whole", "cut")]
     assert scores[0]["eval_output_loss"] == scores[1]["eval_output_loss"]
+
+
+BF16 = [("llama", "lora", "verbalizer"), ("llama", "full", "instruction"), ("t5", "dept", "lm"),
+        ("roberta", "full", "classifier")]
+
+
+@pytest.mark.parametrize("arch, method, data", BF16, ids=["-".join(c) for c in BF16])
+def test_a_bf16_run_reloaded_scores_as_it_scored_itself(workspace, arch, method, data):
+    """Trained under bf16 autocast, the run's own test scores (trainer.model, patched by accelerate) equal those
+    of its reload by tasks eval, loss-eval and generate (run_meta.json's precision, models/precision.py)."""
+    from matrix_cells import check_reload
+
+    from posttrain.engine import train
+    from posttrain.evaluation.task_split_eval import evaluate_split
+
+    root, files, _ = workspace
+    cfg = cell_config(_model_dir(workspace, arch), method, data, files, root / "bf16" / f"{arch}-{method}-{data}",
+                      precision="bf16")
+    trainer = train(cfg)["trainer"]
+    model, tokenizer = trainer.model, trainer.processing_class
+    meta = json.loads((root / "bf16" / f"{arch}-{method}-{data}" / "run_meta.json").read_text())
+    assert meta["mixed_precision"]["used"] == "bf16"
+    records = None if data == "instruction" else evaluate_split(cfg, model, tokenizer, "test", progress=False)[1]
+    check_reload(cfg, data, model, tokenizer, records, files)
 
 
 def test_dept_on_t5_feeds_the_encoder_the_papers_input(workspace):

@@ -12,6 +12,7 @@ import torch
 from posttrain.config import load_config
 from posttrain.errors import ConfigError
 from posttrain.training_args import mixed_precision_arguments, training_arguments
+from posttrain.models.precision import resolve_precision
 
 VALUES = {
     "learning_rate": 3e-4, "weight_decay": 0.1, "adam_beta1": 0.85, "adam_beta2": 0.95, "adam_epsilon": 1e-7,
@@ -46,7 +47,8 @@ def test_arguments_carry_the_config_values(tmp_path):
     assert args.report_to == []
     assert args.disable_tqdm is True and args.remove_unused_columns is False
     assert args.logging_nan_inf_filter is False
-    assert args.bf16 is False and args.fp16 is False
+    # the default mixed_precision auto: bf16 exactly where the hardware has its kernels
+    assert args.bf16 is (resolve_precision("auto") == "bf16") and args.fp16 is False
 
 
 def test_other_values_give_other_arguments(tmp_path):

@@ -69,8 +69,12 @@ def train(config: RunConfig | str | Path | None = None, *overrides: str, resume:
     return TrainResult(Path(final.pop("run_dir")), final, trainer)
 
 
-def load_run(run_dir: str | Path, *, for_training: bool = False, dtype: str | None = None):
-    """``(model, tokenizer)`` of a finished run directory, whatever its method and head."""
+def load_run(run_dir: str | Path, *, for_training: bool = False, dtype: str | None = None,
+             precision: str | None = None):
+    """``(model, tokenizer)`` of a finished run directory, whatever its method and head. Its forward runs under the
+    autocast the run trained and scored under (run_meta.json's ``mixed_precision.used``, e.g. bf16 from the
+    default ``auto`` on bf16 hardware), so it reproduces the run's scores; ``precision="none"`` gives plain
+    ``dtype`` passes."""
     from .engine import objective_model_config
     from .generation import load_run as restore, run_config
 
@@ -78,7 +82,7 @@ def load_run(run_dir: str | Path, *, for_training: bool = False, dtype: str | No
     model_cfg, num_labels = objective_model_config(cfg)
     if dtype:
         model_cfg = dataclasses.replace(model_cfg, dtype=dtype)
-    return restore(run_dir, model_cfg, for_training=for_training, num_labels=num_labels)
+    return restore(run_dir, model_cfg, for_training=for_training, num_labels=num_labels, precision=precision)
 
 
 def prompt_tuning(model, num_virtual_tokens: int = 20, *, init: str = "random", tokenizer=None,

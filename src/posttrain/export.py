@@ -65,7 +65,7 @@ def export_run(run_dir: str | Path, form: str, out: str | Path) -> Path:
         elif form == "peft" and cfg.adapter.type == "lora":
             shutil.copytree(run_dir / "final", staging)
         else:
-            model, tokenizer = load_run(run_dir)
+            model, tokenizer = load_run(run_dir, precision="none")  # the weights, not the run's autocast
             if form == "peft":  # prompt tuning
                 from .methods.soft_prompt_io import export_peft_prompt_tuning
 
@@ -87,6 +87,8 @@ def _standalone(run_dir: Path, cfg, staging: Path) -> None:
 
     staging.mkdir(parents=True)
     shutil.copytree(run_dir / "final", staging / "final")
+    if (run_dir / "run_meta.json").is_file():  # its precision: the moved run reloads and scores as the run did
+        shutil.copy2(run_dir / "run_meta.json", staging / "run_meta.json")
     if cfg.adapter.type == "full":  # final/ is the whole model: it is its own base
         moved = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name_or_path="final", gguf_file=None))
         write_config(moved, staging / "config.yaml")

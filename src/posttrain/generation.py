@@ -24,6 +24,7 @@ from .config import ModelConfig, load_config
 from .data.chat import generation_prompt, resolve_template
 from .errors import ModelLoadError
 from .models import load_model_and_tokenizer, model_kind
+from .models.precision import autocast_forward, run_precision
 from .models.decoding import generate_batch  # noqa: F401  (re-exported: one batch of rendered prompts)
 from .registry import METHODS
 
@@ -48,17 +49,22 @@ def run_config(run_dir: str | Path):
 
 
 def load_run(run_dir: str | Path, model_cfg: ModelConfig, *, for_training: bool = False,
-             num_labels: int | None = None):
+             num_labels: int | None = None, precision: str | None = None):
     """(model, tokenizer) of a finished run, restored by the method whose weights ``final/`` holds (its
     ``Method.weights_file``): a full model, or a PEFT or soft-prompt adapter on ``model_cfg``'s base model (the
-    run's ``model`` section, possibly with another dtype or head)."""
+    run's ``model`` section, possibly with another dtype or head). For inference its forward runs under the
+    autocast the run used (``precision=None``: run_meta.json's, so scores reproduce the run's own; ``none``:
+    plain ``model_cfg.dtype``); for training (``precision=None``) it is left to the Trainer."""
     if not is_run_dir(run_dir):
         raise ModelLoadError(f"{run_dir}: run directory has no final/ weights (did the run finish?)")
     final = Path(run_dir) / "final"
     methods = METHODS.values()
     marked = [m for m in methods if m.weights_file and (final / m.weights_file).is_file()]
     method = marked[0] if marked else next(m for m in methods if m.weights_file is None)
-    return method.restore(final, model_cfg, for_training, num_labels)
+    model, tokenizer = method.restore(final, model_cfg, for_training, num_labels)
+    if precision is None:
+        precision = "none" if for_training else run_precision(run_dir)
+    return autocast_forward(model, precision), tokenizer
 
 
 def load_for_inference(spec: str, dtype: str = "float32", families: tuple[str, ...] | None = None,

@@ -17,7 +17,7 @@ from .data.instruction_loss import describe as describe_loss
 from .methods.objectives import describe as describe_objective
 from .registry import method_named
 from .run_data import PreparedData
-from .training_args import resolve_precision
+from .models.precision import resolve_precision
 from .models import describe_model, model_kind, wrapper_chain
 
 

@@ -13,6 +13,7 @@ from transformers import TrainingArguments
 from . import distributed
 from .config import RunConfig
 from .errors import ConfigError
+from .models.precision import resolve_precision
 
 
 def _check_report_to(report_to: list) -> list | str:
@@ -79,25 +80,6 @@ def training_arguments(cfg: RunConfig, has_eval: bool) -> TrainingArguments:
     if t.save_steps > 0:
         kwargs["save_steps"] = t.save_steps
     return TrainingArguments(**kwargs)
-
-
-def bf16_hardware() -> bool:
-    """Does this machine have bf16 matmul kernels: a CUDA GPU that supports bf16, or a CPU reporting AVX512-BF16 or
-    AMX (Linux /proc/cpuinfo flags; elsewhere: assume not)?"""
-    if torch.cuda.is_available():
-        return bool(torch.cuda.is_bf16_supported())
-    try:
-        flags = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return False
-    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
-
-
-def resolve_precision(precision: str) -> str:
-    """``auto`` -> bf16 on bf16 hardware, else none; any other value as given."""
-    if precision != "auto":
-        return precision
-    return "bf16" if bf16_hardware() else "none"
 
 
 def mixed_precision_arguments(precision: str) -> dict:

@@ -266,7 +266,7 @@ class TrainConfig:
     dataloader_num_workers: int = _f(0, "DataLoader workers.", bounds="[0, inf)")
     gradient_checkpointing: bool = _f(False, "Recompute activations in backward to save memory.")
     mixed_precision: Literal["none", "bf16", "fp16", "auto"] = _f(
-        "none",
+        "auto",
         "auto = bf16 where the hardware has bf16 matmul kernels (a bf16 GPU; a CPU with AVX512-BF16 or AMX), else "
         "none; recorded in run_meta.json. Run forward passes (training and evaluation) under autocast in this precision while weights and "
         "optimizer state stay in model.dtype: bf16 on GPUs that have it and on CPUs with AVX512-BF16/AMX kernels; "

@@ -26,6 +26,7 @@ from ..scoring.metrics import task_metrics
 from ..engine import objective_model_config
 from ..generation import inside_run, load_run
 from ..models import load_model_and_tokenizer
+from ..models.precision import run_precision
 from ..run_data import prepare_data, task_split
 from ..tasks import get_task
 
@@ -57,7 +58,8 @@ def load_task_model(spec: str, cfg):
     model_cfg, num_labels = objective_model_config(cfg)  # e.g. the CLS baseline's classification head
     # loaded as for training (right padding, as the run's own evaluation); the scorers switch to eval mode
     if Path(spec).is_dir():
-        model, tokenizer = load_run(spec, model_cfg, for_training=True, num_labels=num_labels)
+        model, tokenizer = load_run(spec, model_cfg, for_training=True, num_labels=num_labels,
+                                    precision=run_precision(spec))  # scored as the run scored its test split
         return model, tokenizer, f"run {spec}"
     model, tokenizer = load_model_and_tokenizer(model_cfg, for_training=True, num_labels=num_labels)
     return model, tokenizer, f"{model_cfg.name_or_path}, untrained (zero-shot)"

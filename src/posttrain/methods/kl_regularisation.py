@@ -27,6 +27,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import ConfigError
+from ..models.precision import autocast_forward, resolve_precision
 from ..registry import method_named
 from ..losses import CHUNK_ELEMENTS, _selected_hidden, _targets, fusable_head, target_positions
 
@@ -39,7 +40,9 @@ def reference_model(cfg, model):
         return None
     reference = copy.deepcopy(model).eval()
     reference.requires_grad_(False)
-    return reference
+    # in the policy's precision (accelerate autocasts the policy's forward): else the KL at step 1, policy ==
+    # reference, would be bf16 rounding instead of 0
+    return autocast_forward(reference, resolve_precision(cfg.train.mixed_precision))
 
 
 def _peft_model(model):

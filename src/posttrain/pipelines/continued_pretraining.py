@@ -100,7 +100,7 @@ class ContinuedPretrainingConfig:
     seed: int = _f(42, "Seed of data order and masking (the held-out masks use seed + 1).", bounds="[0, 4294967295]")
     progress: bool = _f(True, "Show tqdm progress bars.")
     mixed_precision: Literal["none", "bf16", "fp16", "auto"] = _f(
-        "none", "Autocast precision of forward passes, as train.mixed_precision of a run (bf16, fp16 on CUDA, auto, "
+        "auto", "Autocast precision of forward passes, as train.mixed_precision of a run (bf16, fp16 on CUDA, auto, "
         "none).")
 
     def __post_init__(self):
