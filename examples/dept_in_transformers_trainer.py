@@ -5,8 +5,9 @@
 posttrain.dept wraps the model; its optimizer groups carry DePT's two learning rates (prompt, offset) into an
 AdamW handed to the Trainer; posttrain.sft_dataset and LabelsCollator give the rows with standard keys only, and the
 Trainer's own loss trains them. The same recipe then runs through posttrain.train, and the script asserts that
-both give the same step losses (relative 1e-4) and the same soft prompt and offset at the end (1e-3: Adam at the
-prompt's learning rate 0.3 makes each update about lr in size, so float rounding shows).
+both give the same step losses (relative 1e-4) and the same soft prompt and offset at the end (within 1% of how far
+each moved: Adam at the prompt's learning rate 0.3 makes each update about lr in size, so float rounding shows, by
+an amount that depends on the CPU's kernels). Both sides run in fp32 (train.mixed_precision=none).
 """
 
 from __future__ import annotations
