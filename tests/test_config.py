@@ -28,7 +28,7 @@ def test_yaml_and_overrides(tmp_path):
         ("trian:\n  max_steps: 1\n", [], r"unknown section 'trian'; did you mean 'train"),
         ("loss:\n  mode: im\n", [], r"loss\.mode: expected one of output_only, instruction_and_output, all_tokens, got 'im'"),
         ("train:\n  max_steps: ten\n", [], r"train\.max_steps: expected an integer, got 'ten'"),
-        ("train:\n  packing: maybe\n", [], r"train\.packing: expected true or false"),
+        ("train:\n  packing: maybe\n", [], r"train\.packing: expected one of auto, true, false, got 'maybe'"),
         ("loss:\n  prompt_loss_weight: 0.5\n", [], r"loss\.prompt_loss_weight: only applies to loss\.mode=instruction_and_output"),
         ("loss:\n  mode: instruction_and_output\n  prompt_loss_weight: 2\n", [], r"must be in \[0, 1\]"),
         ("data:\n  eval_file: x.jsonl\n  eval_size: 3\n", [], r"set either data\.eval_file or data\.eval_size"),

@@ -32,6 +32,7 @@ def test_plan_reports_groups_lengths_and_steps_and_writes_nothing(tmp_path, tiny
     assert not (tmp_path / "run").exists()
     text = format_plan(result)
     assert "group offset: 192 parameters at lr 0.0001" in text and text.endswith("nothing trained, nothing written")
+    assert "batches: padded (adapter.type dept: each example needs its own soft prompt in front of it)" in text
 
 
 def test_full_fine_tuning_is_one_group_of_every_parameter(tmp_path, tiny_model_dir):
@@ -39,6 +40,8 @@ def test_full_fine_tuning_is_one_group_of_every_parameter(tmp_path, tiny_model_d
     result = plan(cfg)
     assert result["groups"] == [{"name": "all trainable", "lr": cfg.train.learning_rate,
                                  "parameters": result["parameters"]}]
+    assert result["packing"] == {"configured": "auto", "used": True}
+    assert "batches: packed (padding-free)" in format_plan(result)
 
 
 def test_the_cli_dry_run_refuses_what_a_run_refuses(tmp_path, capsys):

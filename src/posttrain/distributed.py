@@ -96,6 +96,11 @@ def launched_world_size() -> int:
     return 1
 
 
+def is_main_process() -> bool:
+    """RANK 0 (or no launcher): the process that prints run-level lines, before any process group exists."""
+    return os.environ.get("RANK", "0") in ("0", "")
+
+
 def has_accelerator() -> bool:
     import torch
 

@@ -37,7 +37,7 @@ def _groups(model, cfg: RunConfig) -> list[dict]:
 
 def plan(cfg: RunConfig, model=None, tokenizer=None) -> dict:
     """What ``engine.train(cfg)`` would train, without training or writing anything."""
-    model, tokenizer, data = load_for_run(cfg, model, tokenizer)
+    cfg, model, tokenizer, data, packing = load_for_run(cfg, model, tokenizer)
     model = method_named(cfg.adapter.type).wrap(model, cfg, tokenizer)
     seen, total, trainable, weight_bytes = set(), 0, 0, 0
     for p in model.parameters():
@@ -53,7 +53,7 @@ def plan(cfg: RunConfig, model=None, tokenizer=None) -> dict:
     return {
         "model": type(model).__name__, "parameters": total, "trainable": trainable,
         "groups": _groups(model, cfg), "train": _lengths(data.train), "eval": _lengths(data.eval),
-        "optimizer_steps": steps, "examples_per_step": per_step,
+        "optimizer_steps": steps, "examples_per_step": per_step, "packing": packing,
         "memory_mib": {"weights": round(weight_bytes / 2**20, 1),
                        "gradients_and_adamw": round(trainable * 12 / 2**20, 1)},
     }
@@ -68,6 +68,9 @@ def format_plan(result: dict) -> str:
             lines.append(f"{split}: {s['rows']} rows, tokens per row min {s['min']} / median {s['median']} / "
                          f"max {s['max']} (mean {s['mean']}), {s['tokens']:,} tokens")
     lines.append(f"optimizer steps: {result['optimizer_steps']} of {result['examples_per_step']} examples")
+    packing = result["packing"]
+    lines.append(f"batches: {'packed (padding-free)' if packing['used'] else 'padded'}"
+                 + (f" ({packing['why_off']})" if "why_off" in packing else ""))
     m = result["memory_mib"]
     lines.append(f"memory (estimate, activations excluded): weights {m['weights']} MiB + gradients and AdamW state "
                  f"{m['gradients_and_adamw']} MiB")

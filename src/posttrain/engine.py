@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from transformers import Trainer, TrainerCallback
@@ -39,7 +40,7 @@ from .methods import kl_regularisation, neftune
 from .methods.objectives import OBJECTIVES
 from .models.families import model_kind
 from .registry import method_named
-from .run_data import prepare_data, read_rows
+from .run_data import PreparedData, prepare_data, read_rows
 from .run_meta import run_metadata
 from .training_args import mixed_precision_arguments, tensorboard_callback, training_arguments
 from .tasks import get_task
@@ -249,9 +250,19 @@ def sample_callback(cfg: RunConfig, run_dir: Path, tokenizer, data, model, resum
                           resume_step)
 
 
-def load_for_run(cfg: RunConfig, model=None, tokenizer=None):
-    """(model, tokenizer, prepared data) of a run, unwrapped: the data files are read and the model's family checked
-    against the run before any weight loads (``support``), so every such mistake fails in seconds."""
+class LoadedRun(NamedTuple):
+    """What ``load_for_run`` hands the engine: the config with every ``auto`` decided, and the run's inputs."""
+    cfg: RunConfig
+    model: object
+    tokenizer: object
+    data: PreparedData
+    packing: dict  # support.resolve_packing's record of the choice (run_meta.json)
+
+
+def load_for_run(cfg: RunConfig, model=None, tokenizer=None) -> LoadedRun:
+    """The model, tokenizer and prepared data of a run, unwrapped: the data files are read and the model's family
+    checked against the run before any weight loads (``support``), so every such mistake fails in seconds. The
+    returned config has ``train.packing: auto`` decided for the model's family (the reason printed when off)."""
     from transformers import set_seed
 
     from .models import load_model_and_tokenizer
@@ -265,14 +276,20 @@ def load_for_run(cfg: RunConfig, model=None, tokenizer=None):
     if planned is not None:
         support.check(cfg, planned)  # the family first: a size is moot on a model that cannot run the recipe
         support.check_sizes(cfg, model_config)
+    configured = cfg
+    cfg, packing = support.resolve_packing(configured, planned)
     set_seed(cfg.train.seed)
     if model is None or tokenizer is None:
         # (attn_implementation auto: the loader picks what the class supports for packed or padded batches)
         model, tokenizer = load_model_and_tokenizer(model_cfg, for_training=True, num_labels=num_labels,
                                                     packed=cfg.train.packing)
     if planned is None:  # the config could not be read before loading (the loader said nothing was wrong)
-        support.check(cfg, model_kind(model))
-    return model, tokenizer, prepare_data(cfg, tokenizer, model, rows)
+        support.check(configured, model_kind(model))
+        cfg, packing = support.resolve_packing(configured, model_kind(model))
+    line = support.packing_line(packing)
+    if line and distributed.is_main_process():
+        print(line, flush=True)
+    return LoadedRun(cfg, model, tokenizer, prepare_data(cfg, tokenizer, model, rows), packing)
 
 
 def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
@@ -297,7 +314,8 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
         raise ConfigError(f"train.output_dir: {run_dir} holds {what}; pass --overwrite to replace it or choose a new "
                           "dir")
 
-    model, tokenizer, data = load_for_run(cfg, model, tokenizer)
+    given = cfg  # config.yaml keeps the settings as given (auto stays auto); run_meta.json records the decisions
+    cfg, model, tokenizer, data, packing = load_for_run(cfg, model, tokenizer)
     ext = extension(cfg, model, tokenizer, data) if extension else RunExtension()
     reference = kl_regularisation.reference_model(cfg, model)  # the starting weights, before anything trains
     method = method_named(cfg.adapter.type)
@@ -342,8 +360,9 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
         distributed.remove_staging(run_dir)
         distributed.remove_staging(run_dir / "checkpoints")
         remove_stale_temp_files(run_dir)  # a file write killed mid-way (the file itself is intact: atomic rename)
-        write_config(cfg, run_dir / "config.yaml")
-        atomic_write_json(run_dir / "run_meta.json", {**run_metadata(cfg, model, data), **ext.meta})
+        write_config(given, run_dir / "config.yaml")
+        atomic_write_json(run_dir / "run_meta.json", {**run_metadata(cfg, model, data), "packing": packing,
+                                                      **ext.meta})
         for name, text in ext.files.items():
             atomic_write_text(run_dir / name, text)
     trainer.accelerator.wait_for_everyone()

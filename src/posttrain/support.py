@@ -21,6 +21,8 @@ by the architecture matrix (``benchmarks/model_matrix.py``).
 
 from __future__ import annotations
 
+import dataclasses
+
 from .config import RunConfig
 from .errors import ConfigError
 from .methods.objectives import OBJECTIVES
@@ -63,13 +65,50 @@ def refusal(cfg: RunConfig, kind: str) -> str | None:
     if kind == "seq2seq" and cfg.data.padding_side == "left":
         return ("data.padding_side: encoder-decoder inputs are padded on the right (with left padding BART's learned "
                 "positions and a soft prompt's distance to the text move with the padding)")
-    if kind != "causal" and train.packing:
+    if kind != "causal" and train.packing is True:
         return f"train.packing: padding-free batches are for decoder-only models, not {family} ones"
     if kind != "causal" and train.neftune_alpha > 0:
         return f"train.neftune_alpha: NEFTune is supported on decoder-only models, not {family} ones"
     if kind != "causal" and loss.kl_coef > 0:
         return f"loss.kl_coef: KL regularisation is supported on decoder-only models, not {family} ones"
     return None
+
+
+def packing_off(cfg: RunConfig, kind: str | None) -> str | None:
+    """Why ``train.packing: auto`` leaves a run's batches padded (one line), or None when it packs them. ``kind``
+    None: the model's family is not known yet (its config could not be read before loading)."""
+    method = method_named(cfg.adapter.type)
+    if cfg.task.name:
+        return "task data: short labelled examples are scored in padded batches"
+    if not method.packing:
+        return f"adapter.type {method.name}: each example needs its own soft prompt in front of it"
+    if kind is not None and kind != "causal":
+        return f"{NAMES[kind]} models: padding-free batches are for decoder-only models"
+    if cfg.data.pad_to_max_length:
+        return "data.pad_to_max_length is on"
+    if cfg.train.group_by_length:
+        return "train.group_by_length is on"
+    return None
+
+
+def resolve_packing(cfg: RunConfig, kind: str | None) -> tuple[RunConfig, dict]:
+    """``cfg`` with ``train.packing`` a boolean (``auto`` decided by ``packing_off``), and what run_meta.json records
+    of the choice: ``{"configured", "used"[, "why_off"]}``."""
+    configured = cfg.train.packing
+    if configured != "auto":
+        return cfg, {"configured": configured, "used": bool(configured)}
+    why = packing_off(cfg, kind)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, packing=why is None))
+    return cfg, {"configured": "auto", "used": why is None, **({"why_off": why} if why else {})}
+
+
+def packing_line(choice: dict) -> str | None:
+    """The log line of an ``auto`` packing choice (None for an explicit setting: the user chose it)."""
+    if choice["configured"] != "auto":
+        return None
+    if choice["used"]:
+        return "train.packing auto: on (padding-free batches, each micro-batch's examples in one row)"
+    return f"train.packing auto: off ({choice['why_off']})"
 
 
 def check(cfg: RunConfig, kind: str) -> None:

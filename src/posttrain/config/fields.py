@@ -84,11 +84,14 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         inner = [a for a in args if a is not type(None)]
         return coerce(value, inner[0], key)
     if origin is Literal:
-        if value not in args:
+        # 1 == True in Python: an integer is not one of a choice's booleans (train.packing: auto, true, false)
+        int_for_bool = type(value) is int and any(isinstance(a, bool) for a in args)
+        if value not in args or int_for_bool:
             hint = did_you_mean(value, args, cutoff=0.6)
             if isinstance(value, bool):  # YAML 1.1 reads no/off/yes/on as booleans
                 hint = " (YAML reads no, off, yes and on as true/false: quote the word)"
-            raise ConfigError(f"{key}: expected one of {', '.join(map(str, args))}, got {value!r}{hint}")
+            choices = ", ".join(str(a).lower() if isinstance(a, bool) else str(a) for a in args)  # YAML's words
+            raise ConfigError(f"{key}: expected one of {choices}, got {value!r}{hint}")
         return value
     if tp is bool:
         if isinstance(value, bool):

@@ -236,10 +236,13 @@ class TrainConfig:
     num_epochs: float = _f(2.0, "Epochs (ignored when max_steps > 0).", bounds="[0, inf)")
     max_steps: int = _f(-1, "Optimizer steps; overrides num_epochs when > 0.", bounds="[-1, inf)")
     max_grad_norm: float = _f(0.0, "Gradient clipping norm (0 = off, as the IM code).", bounds="[0, inf)")
-    packing: bool = _f(
-        False,
+    packing: Literal["auto", True, False] = _f(
+        "auto",
         "Padding-free batching: each micro-batch's examples are concatenated into one row with restarting "
-        "position ids (attention stays within each example).",
+        "position ids (attention stays within each example, posttrain_varlen). auto = on for instruction data "
+        "wherever the method, the model's family and the data settings allow it (full and LoRA on decoder-only "
+        "models), else off, with the reason in the log and run_meta.json; true asks for it (an error where it "
+        "cannot be).",
     )
     group_by_length: bool = _f(False, "Batch examples of similar length together (less padding).")
     logging_steps: int = _f(1, "Log train loss every N steps.", bounds="[1, inf)")

@@ -56,11 +56,11 @@ def validate(cfg) -> None:
     method.validate(cfg)
     if task.name:
         _validate_task(cfg, method)
-    if train.packing and not method.packing:
+    if train.packing is True and not method.packing:
         _bad("train.packing", f"not supported with adapter.type={method.name} (each example needs its own prompt)")
-    if data.pad_to_max_length and train.packing:
+    if data.pad_to_max_length and train.packing is True:
         _bad("data.pad_to_max_length", "conflicts with train.packing")
-    if train.packing and train.group_by_length:
+    if train.packing is True and train.group_by_length:
         _bad("train.group_by_length", "not needed with train.packing (there is no padding to save)")
 
 
@@ -83,5 +83,5 @@ def _validate_task(cfg, method) -> None:
         _bad("task.causal_scoring", "applies to task.objective=verbalizer only")
     if task.causal_scoring == "filled" and task.form != "template":
         _bad("task.causal_scoring", "filled scores the rest of the template: needs task.form=template")
-    if cfg.train.packing:
+    if cfg.train.packing is True:
         _bad("train.packing", "not used for classification tasks (short examples, padded batches)")
