@@ -66,6 +66,11 @@ CONFIGS = {
     "posttrain-full-bf16-packing": ("posttrain", "full", True, False, "sdpa", "bf16"),
     "posttrain-full-bf16-packing-varlen": ("posttrain", "full", True, False, "posttrain_varlen", "bf16"),
     "posttrain-full-bf16-packing-flash": ("posttrain", "full", True, False, "flash_attention_2", "bf16"),
+    # each library's own defaults (None = not set): posttrain's train.packing / mixed_precision /
+    # attn_implementation auto (packed + posttrain_varlen + bf16 on bf16 hardware), TRL's SFTConfig (bf16, gradient
+    # checkpointing on, padded); TRL needs use_cpu=True to start on a CPU, the one setting added to its defaults
+    "posttrain-defaults": ("posttrain", "full", None, None, None, None),
+    "trl-defaults": ("trl", "full", None, None, "sdpa", None),
 }
 
 
@@ -139,7 +144,16 @@ def child(spec: dict) -> dict:
 
     framework, adapter, packed, ckpt, *rest = CONFIGS[spec["name"]]
     attention, precision, liger = (*rest, *("sdpa", "none", False)[len(rest):])  # the optional fields' defaults
+    defaults = packed is None  # the library's own defaults, decided as it decides them
     rows = [json.loads(line) for line in Path(spec["data"]).read_text().splitlines()]
+    if defaults and framework == "posttrain":
+        from posttrain import support
+        from posttrain.attention import choose
+        from posttrain.config import load_config
+        from posttrain.models.precision import resolve_precision
+
+        packed = support.resolve_packing(load_config(None, ["data.train_file=x.jsonl"]), "causal")[0].train.packing
+        attention, precision, ckpt = choose("auto", packed), resolve_precision("auto"), False
     if spec.get("random_init"):  # same architecture, random weights: timings and memory do not depend on values
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -170,28 +184,43 @@ def child(spec: dict) -> dict:
 
             data = Path(workdir) / "data.jsonl"
             data.write_text("".join(json.dumps({"messages": r["prompt"] + r["completion"]}) + "\n" for r in rows))
+            switches = [] if defaults else [
+                f"train.packing={str(packed).lower()}", f"train.gradient_checkpointing={str(ckpt).lower()}",
+                f"train.mixed_precision={precision}"]
             cfg = load_config(None, [
                 f"data.train_file={data}", f"data.max_length={spec['max_length']}", "loss.mode=output_only",
                 f"adapter.type={adapter}", "adapter.lora_r=8", "adapter.lora_alpha=16",
                 f"train.per_device_batch_size={spec['batch_size']}", f"train.max_steps={total_steps}",
-                "train.learning_rate=1e-5", "train.warmup_ratio=0", f"train.packing={str(packed).lower()}",
-                f"train.output_dir={workdir}/run", "train.progress=false", "train.logging_steps=1000",
-                f"train.gradient_checkpointing={str(ckpt).lower()}", f"train.mixed_precision={precision}",
+                "train.learning_rate=1e-5", "train.warmup_ratio=0", f"train.output_dir={workdir}/run",
+                "train.progress=false", "train.logging_steps=1000", *switches,
             ])
             train(cfg, model=model, tokenizer=tokenizer, callbacks=[callback])
+            if defaults:  # what the engine decided, from the run's own record
+                meta = json.loads((Path(workdir) / "run" / "run_meta.json").read_text())
+                packed, precision = meta["packing"]["used"], meta["mixed_precision"]["used"]
         else:
             from datasets import Dataset
             from peft import LoraConfig
             from trl import SFTConfig, SFTTrainer
 
-            args = SFTConfig(
-                output_dir=f"{workdir}/run", max_length=spec["max_length"], per_device_train_batch_size=spec["batch_size"],
-                max_steps=total_steps, learning_rate=1e-5, lr_scheduler_type="linear", warmup_steps=0,
-                logging_steps=1000, save_strategy="no", report_to="none", disable_tqdm=True,
-                packing=packed, packing_strategy="bfd", completion_only_loss=True, dataloader_pin_memory=False, optim="adamw_torch",
-                adam_beta2=0.98, adam_epsilon=1e-6, bf16=precision == "bf16", gradient_checkpointing=ckpt,
-                use_cpu=precision == "bf16" and not torch.cuda.is_available(), use_liger_kernel=liger,
-            )
+            if defaults:
+                args = SFTConfig(
+                    output_dir=f"{workdir}/run", max_length=spec["max_length"],
+                    per_device_train_batch_size=spec["batch_size"], max_steps=total_steps, learning_rate=1e-5,
+                    warmup_steps=0, logging_steps=1000, save_strategy="no", report_to="none", disable_tqdm=True,
+                    use_cpu=not torch.cuda.is_available())
+                packed, ckpt = args.packing, args.gradient_checkpointing
+                precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "none"
+            else:
+                args = SFTConfig(
+                    output_dir=f"{workdir}/run", max_length=spec["max_length"],
+                    per_device_train_batch_size=spec["batch_size"], max_steps=total_steps, learning_rate=1e-5,
+                    lr_scheduler_type="linear", warmup_steps=0, logging_steps=1000, save_strategy="no",
+                    report_to="none", disable_tqdm=True, packing=packed, packing_strategy="bfd",
+                    completion_only_loss=True, dataloader_pin_memory=False, optim="adamw_torch", adam_beta2=0.98,
+                    adam_epsilon=1e-6, bf16=precision == "bf16", gradient_checkpointing=ckpt,
+                    use_cpu=precision == "bf16" and not torch.cuda.is_available(), use_liger_kernel=liger,
+                )
             peft_config = None
             if adapter == "lora":
                 peft_config = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, task_type="CAUSAL_LM", target_modules=[
@@ -335,7 +364,8 @@ def main():
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    precisions = {"bf16" if CONFIGS[c][5:6] == ("bf16",) else "fp32" for c in args.configs}
+    precisions = {"bf16" if r.get("mixed_precision") == "bf16" else "fp32"  # as run (the defaults decide theirs)
+                  for name in args.configs for r in runs[name] if "error" not in r}
     peaks, peak_notes = {}, []
     for precision in sorted(precisions):
         peaks[precision], note = mfu.resolve_peak(args.peak, precision, device)
@@ -350,7 +380,8 @@ def main():
                          ("posttrain-full-packing-varlen", "trl-full-packing"),
                          ("posttrain-full-packing-varlen", "posttrain-full"),
                          ("posttrain-full-ckpt", "trl-full-ckpt"), ("posttrain-full-bf16", "posttrain-full"),
-                         ("posttrain-full-bf16", "trl-full-bf16")):
+                         ("posttrain-full-bf16", "trl-full-bf16"), ("posttrain-defaults", "trl-defaults"),
+                         ("posttrain-defaults", "trl-full-bf16"), ("posttrain-defaults", "posttrain-full")):
         if ours in ok and theirs in ok:
             ratios[f"{ours} / {theirs}"] = {
                 "throughput": round(ok[ours]["tokens_per_s"] / ok[theirs]["tokens_per_s"], 3),
