@@ -34,8 +34,8 @@ def test_auto_packs_exactly_where_it_can(tmp_path, extra, kind, why):
     resolved, choice = support.resolve_packing(cfg, kind)
     assert resolved.train.packing is (why is None)
     assert choice == {"configured": "auto", "used": why is None, **({"why_off": why} if why else {})}
-    assert support.packing_line(choice) == ("train.packing auto: on (padding-free batches, each micro-batch's "
-                                            "examples in one row)" if why is None else f"train.packing auto: off ({why})")
+    on = "train.packing auto: on (padding-free batches, each micro-batch's examples in one row)"
+    assert support.packing_line(choice) == (on if why is None else f"train.packing auto: off ({why})")
 
 
 def test_a_task_is_never_packed(tmp_path):
