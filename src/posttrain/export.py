@@ -14,7 +14,8 @@
   folder is moved or copied to another machine. docs/api.md shows how to apply a DePT adapter from it with plain
   transformers.
 
-Every refusal happens before anything is written; the output directory must not exist (never overwritten).
+Every refusal happens before anything is written; the output directory must not exist (never overwritten). Each
+export holds a model card (``README.md``, ``hub.model_card``); ``--push-to-hub REPO`` uploads it (``hub.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 from .config import load_config, write_config
 from .errors import ConfigError
 from .generation import is_run_dir
+from .hub import model_card
 
 FORMS = ("peft", "merged", "standalone")
 
@@ -74,6 +76,7 @@ def export_run(run_dir: str | Path, form: str, out: str | Path) -> Path:
                 merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
                 merged.save_pretrained(staging, safe_serialization=True)
             tokenizer.save_pretrained(staging)
+        (staging / "README.md").write_text(model_card(run_dir, form, cfg))
         staging.rename(out)  # the directory appears complete or not at all
     finally:
         shutil.rmtree(staging, ignore_errors=True)
