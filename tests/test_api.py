@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import posttrain
+from test_classification import task_file  # noqa: F401  (fixture)
 from test_engine import ROWS
 
 
@@ -144,3 +145,28 @@ def test_the_im_loss_in_trls_sft_trainer_equals_posttrains_engine(tmp_path, tiny
                          data_collator=posttrain.LabelsCollator(tokenizer.pad_token_id))
     trainer.train()
     _assert_trained_alike(trainer, ours, tmp_path / "engine")
+
+
+def test_label_scorer_scores_a_run_as_tasks_eval_does(tmp_path, tiny_model_dir, task_file):  # noqa: F811
+    from posttrain.cli import main
+
+    run = posttrain.train(None, f"model.name_or_path={tiny_model_dir}", f"task.name={task_file}",
+                          "task.train=files:train", "task.eval=files:dev", "task.test=files:test",
+                          "task.objective=verbalizer",
+                          "task.form=template", "data.max_length=32", "train.max_steps=2", "train.progress=false",
+                          f"train.output_dir={tmp_path / 'run'}").run_dir
+    assert main(["tasks", "eval", str(run), "--predictions", str(tmp_path / "p.jsonl")]) == 0
+    records = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    task = posttrain.get_task(task_file)
+    examples = posttrain.read_split(task, "files", "test")
+    model, tokenizer = posttrain.load_run(run)
+    scorer = posttrain.label_scorer(model, tokenizer, task, examples, max_length=32)
+    probs = scorer.label_scores(model).exp()
+    assert len(records) == len(examples) == probs.shape[0] and probs.shape[1] == len(task.labels)
+    for row, record in zip(probs.tolist(), records):
+        assert row == pytest.approx([record["probabilities"][label] for label in task.labels], abs=1e-6)
+    assert scorer.predict(model) == [r["prediction"] for r in records]
+    final = json.loads((run / "final_metrics.json").read_text())
+    assert scorer(model)["accuracy"] == pytest.approx(final["test_accuracy"])
+    with pytest.raises(posttrain.ConfigError, match="objective: expected verbalizer or classifier"):
+        posttrain.label_scorer(model, tokenizer, task, examples, objective="lm")

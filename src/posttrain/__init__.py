@@ -12,7 +12,8 @@ from . import methods  # noqa: E402,F401  (registers every method before a confi
 
 # the Python API (api.py), imported on first use so that `import posttrain` and the CLI stay quick
 _API = ("train", "load_run", "TrainResult", "prompt_tuning", "dept", "sft_dataset", "LabelsCollator",
-        "SoftPromptModel")
+        "SoftPromptModel", "label_scorer", "get_task", "read_split", "stepgame_generate", "stepgame_solve",
+        "stepgame_evaluate")
 
 
 def __getattr__(name: str):

@@ -12,7 +12,12 @@ with runnable examples in docs/api.md:
 - ``sft_dataset(tokenizer, examples, mode=...)`` and ``LabelsCollator``: IT / IM training rows whose untrained
   tokens are ``-100`` in ``labels``, batched with standard keys only (``input_ids``, ``attention_mask``, ``labels``),
   so a plain ``transformers.Trainer`` or TRL's ``SFTTrainer`` trains the IM loss with its own loss function (a
-  sum over the step's trained tokens divided by their number, which is posttrain's ``loss.reduction: token_mean``).
+  sum over the step's trained tokens divided by their number, which is posttrain's ``loss.reduction: token_mean``);
+- ``label_scorer(model, tokenizer, task, examples, ...)``: the verbalizer (or classification-head) label scorer of
+  prompt-based fine-tuning over any examples: log-probabilities of the labels, predictions and the task's metrics;
+  with ``get_task`` and ``read_split`` (task declarations and their data readers, ``posttrain.tasks``) and the
+  StepGame generator and solver (``stepgame_generate``, ``stepgame_solve``, ``stepgame_evaluate``:
+  ``posttrain.stepgame``).
 """
 
 from __future__ import annotations
@@ -147,3 +152,65 @@ class LabelsCollator:
             batch["attention_mask"][row, :n] = 1
             batch["labels"][row, :n] = torch.tensor(labels)
         return batch
+
+
+def label_scorer(model, tokenizer, task, examples: list[dict], *, objective: str = "verbalizer",
+                 form: str = "template", max_length: int = 256, label_tokens: str = "all",
+                 causal_scoring: str = "slot", batch_size: int = 16):
+    """The label scorer of ``task`` (a name, a task file or a ``Task``) over ``examples`` (``read_split`` rows):
+    ``scorer.label_scores(model)`` gives (N, C) label log-probabilities, ``scorer.predict(model)`` the labels and,
+    when every example has a label, ``scorer(model)`` the task's metrics. ``objective``: verbalizer (the LM head at
+    the template's label slot, PCP / LM-BFF) or classifier (a sequence-classification head); the same scoring as
+    ``posttrain tasks eval``."""
+    from .methods.objectives import OBJECTIVES, LabelScorer, _gold, model_kind_of
+    from .tasks import get_task
+
+    task = get_task(task) if not hasattr(task, "labels") else task
+    if objective not in ("verbalizer", "classifier"):
+        raise ConfigError(f"objective: expected verbalizer or classifier, got {objective!r}")
+    # the scoring settings as a run's config carries them (checked by the config's own field choices)
+    settings = load_config(None, [f"task.objective={objective}", f"task.form={form}",
+                                  f"task.label_tokens={label_tokens}", f"task.causal_scoring={causal_scoring}",
+                                  f"data.max_length={max_length}"])
+    chosen = OBJECTIVES[objective]
+    kind = model_kind_of(model)
+    labelled = all(ex.get("label") is not None for ex in examples)
+    rows, _ = chosen.encode(tokenizer, task, examples, settings, kind, "examples", labelled=labelled)
+    gold = _gold(task, examples) if labelled else [None] * len(rows)
+    return LabelScorer(task, rows, gold, batch_size, chosen.collator(tokenizer),
+                       lambda m, batch: chosen.scores(m, batch, kind))
+
+
+def get_task(name_or_file):
+    """A declared task (``posttrain tasks list``) or a task YAML file: labels, verbalizer, templates, data sources."""
+    from .tasks import get_task as get
+
+    return get(name_or_file)
+
+
+def read_split(task, source: str, split: str, *, root=None, seed=None) -> list[dict]:
+    """The examples of one split of a task's data source (kshot with ``seed``, pool, superglue, a user source)."""
+    from .tasks import read_split as read
+
+    return read(task, source, split, root=root, seed=seed)
+
+
+def stepgame_generate(k: int, n: int, seed: int = 0, noise: bool = True, template_set: str = "original"):
+    """n StepGame examples with k hops (story, question, label, k_hop, noise_nodes); Shi et al., AAAI 2022."""
+    from .stepgame import generate
+
+    return generate(k, n, seed=seed, noise=noise, template_set=template_set)
+
+
+def stepgame_solve(story: list[str], question: str, template_set: str = "corrected"):
+    """The label a StepGame story implies (the exact solver), or None when the story does not connect them."""
+    from .stepgame import solve
+
+    return solve(story, question, template_set)
+
+
+def stepgame_evaluate(examples: list[dict], template_set: str = "corrected") -> dict:
+    """The exact solver's accuracy on examples, with every contradiction explained (defective templates)."""
+    from .stepgame import evaluate
+
+    return evaluate(examples, template_set)
