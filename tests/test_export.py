@@ -62,8 +62,14 @@ def test_prompt_tuning_exports_to_peft_with_the_same_logits(runs, tiny_model_dir
     assert main(["export", str(run["prompt_tuning"]), "--to", "peft", "--out", str(root / "pt-peft")]) == 0
     ours, tokenizer = posttrain.load_run(run["prompt_tuning"], precision="none")  # as PEFT's plain fp32 pass
     peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), root / "pt-peft")
-    one = tokenizer(["What is the capital of France?"], return_tensors="pt")  # PEFT counts pads into positions
+    one = tokenizer(["What is the capital of France?"], return_tensors="pt")
     assert torch.allclose(_logits(ours, one), _logits(peft_model, one)[:, 3:], atol=1e-5)
+    # a right-padded batch: the real tokens keep their positions after the prompt in both (PEFT drops position_ids
+    # and counts left padding into the positions, so a left-padded batch cannot agree with any pad-free reading)
+    batch = _batch(tokenizer)
+    real = batch["attention_mask"].bool()
+    assert not real.all()  # the batch does hold padding
+    assert torch.allclose(_logits(ours, batch)[real], _logits(peft_model, batch)[:, 3:][real], atol=1e-5)
 
 
 def test_dept_standalone_moves_and_reloads_exactly(runs, tmp_path):

@@ -24,7 +24,7 @@ LAYERS = [  # bottom first; a module may import its own layer and the ones befor
     ("training_args", "checkpointing", "callbacks", "best_weights", "run_data", "run_meta", "support", "engine", "dry_run"),
     ("generation",),
     ("pipelines",),
-    ("evaluation", "stepgame", "quickstart", "api", "export"),
+    ("evaluation", "stepgame", "quickstart", "api", "export", "hub"),
     ("cli", "__main__", "__init__"),
 ]
 
