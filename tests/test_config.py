@@ -87,3 +87,30 @@ def test_merge_keys_may_be_overridden_once():
                                                                           "d": {"b": 3, "c": 2}}
     with pytest.raises(ConfigError, match="'e' is given twice"):
         parse_yaml("a: &x {b: 1}\nd:\n  <<: *x\n  e: 3\n  e: 4\n", "s")
+
+
+def test_every_scheduler_that_runs_from_its_name_is_accepted_and_the_rest_refused(tmp_path):
+    """The scheduler names are transformers' own (SchedulerType), read from the installed version."""
+    from transformers.trainer_utils import SchedulerType
+
+    from posttrain.pipelines.continued_pretraining import ContinuedPretrainingConfig
+    from posttrain.training_args import training_arguments
+
+    for scheduler in SchedulerType:
+        name = scheduler.value
+        needs = name in ("cosine_with_min_lr", "cosine_warmup_with_min_lr", "warmup_stable_decay",
+                         "reduce_lr_on_plateau", "greedy")
+        overrides = ["data.train_file=x.jsonl", f"train.output_dir={tmp_path}", f"train.lr_scheduler={name}"]
+        if needs:
+            with pytest.raises(ConfigError, match=f"train.lr_scheduler: {name} needs"):
+                load_config(None, overrides)
+            with pytest.raises(ConfigError, match=f"lr_scheduler: {name} needs"):
+                ContinuedPretrainingConfig(output_dir="x", lr_scheduler=name)
+        else:  # accepted: transformers builds it from the name alone, as the Trainer will
+            import torch
+            from transformers import get_scheduler
+
+            cfg = load_config(None, overrides)
+            assert training_arguments(cfg, has_eval=False).lr_scheduler_type == name
+            optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+            get_scheduler(name, optimizer, num_warmup_steps=1, num_training_steps=10).step()

@@ -229,7 +229,9 @@ class TrainConfig:
                            bounds="[0, 1)")
     adam_epsilon: float = _f(1e-6, "AdamW epsilon (IM paper: 1e-6; the reference code and torch use 1e-8).",
                              bounds="(0, inf)")
-    lr_scheduler: str = _f("linear", "transformers scheduler name (linear, cosine, constant_with_warmup, ...).")
+    lr_scheduler: str = _f("linear", "transformers scheduler name, checked against the installed transformers' "
+                           "SchedulerType: linear, cosine, cosine_with_restarts, polynomial, constant, "
+                           "constant_with_warmup, inverse_sqrt (those needing lr_scheduler_kwargs are refused).")
     warmup_ratio: float = _f(0.03, "Fraction of steps spent warming up linearly (IM paper: 0.03).", bounds="[0, 1)")
     per_device_batch_size: int = _f(4, "Examples per device per micro-batch.", bounds="[1, inf)")
     gradient_accumulation_steps: int = _f(1, "Micro-batches per optimizer step.", bounds="[1, inf)")

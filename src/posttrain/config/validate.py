@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 from .fields import check_bounds
 from ..registry import method_named
 
@@ -19,12 +19,37 @@ def _bad(key: str, msg: str):
     raise ConfigError(f"{key}: {msg}")
 
 
+# transformers schedulers that cannot run from a name alone: posttrain passes no lr_scheduler_kwargs
+_NEEDS_KWARGS = {"cosine_with_min_lr": "min_lr", "cosine_warmup_with_min_lr": "min_lr",
+                 "warmup_stable_decay": "num_decay_steps", "reduce_lr_on_plateau": "an evaluation metric per epoch",
+                 "greedy": "its own settings"}
+
+
+def check_scheduler(name: str, key: str = "train.lr_scheduler") -> None:
+    """``name`` must be one of transformers' ``SchedulerType`` values that runs from its name alone (read from the
+    installed transformers, so a scheduler it adds or drops is seen here; imported only for a name other than the
+    default, as it costs seconds)."""
+    if name == "linear":
+        return
+    from transformers.trainer_utils import SchedulerType
+
+    names = [s.value for s in SchedulerType]
+    if name not in names:
+        usable = [n for n in names if n not in _NEEDS_KWARGS]
+        _bad(key, f"expected one of {', '.join(usable)} (transformers' schedulers), got {name!r}"
+             f"{did_you_mean(name, usable)}")
+    if name in _NEEDS_KWARGS:
+        _bad(key, f"{name} needs {_NEEDS_KWARGS[name]} (lr_scheduler_kwargs), which posttrain does not pass; use "
+             "linear, cosine, cosine_with_restarts, polynomial, constant, constant_with_warmup or inverse_sqrt")
+
+
 def validate(cfg) -> None:
     """Raise a one-line ``ConfigError("section.key: ...")`` for the first combination that cannot run."""
     for section in dataclasses.fields(cfg):
         check_bounds(getattr(cfg, section.name), f"{section.name}.")
     method = method_named(cfg.adapter.type)
     loss, train, data, task = cfg.loss, cfg.train, cfg.data, cfg.task
+    check_scheduler(train.lr_scheduler)
     if loss.mode != "instruction_and_output" and loss.prompt_loss_weight != 1.0:
         _bad("loss.prompt_loss_weight", "only applies to loss.mode=instruction_and_output")
     if loss.mode != "instruction_and_output" and loss.im_mask != "paper":

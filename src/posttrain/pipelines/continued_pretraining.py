@@ -43,6 +43,7 @@ from ..callbacks import MetricsCallback
 from ..checkpointing import AtomicCheckpoints, save_final_model, step_of as _step_of
 from ..config import help_field as _f, ModelConfig, RunConfig, TrainConfig, write_config
 from ..config.fields import check_bounds
+from ..config.validate import check_scheduler
 from ..errors import ConfigError, DataError
 from ..distributed import remove_staging
 from ..engine import last_checkpoint
@@ -105,6 +106,7 @@ class ContinuedPretrainingConfig:
 
     def __post_init__(self):
         check_bounds(self)
+        check_scheduler(self.lr_scheduler, "lr_scheduler")
         if not str(self.attn_implementation or "").strip():
             raise ConfigError("attn_implementation: must name an attention backend (auto, sdpa, eager, ...)")
         if self.mask_replace_prob + self.random_replace_prob > 1.0:
