@@ -219,6 +219,14 @@ def test_cli_generate_set(model_dir, prompt_file, tmp_path, capsys):
     rows = read_model_outputs(out)
     assert len(rows) == 4 and {row["generator"] for row in rows} == {"chatty"}
     assert json.loads(summary_path(out).read_text())["limit"] == 4
+    before = out.read_bytes()
+    again = ("generate-set", "--model", "missing-model-dir", "--prompts", prompt_file, "--limit", 2, "--out", out)
+    assert run_cli(*again) == 2  # a finished set is never replaced without a word (before any model loads)
+    assert capsys.readouterr().err == (f"error: --out: {out} holds a finished generation set; pass --overwrite to "
+                                       "replace it or choose another --out\n") and out.read_bytes() == before
+    assert run_cli("generate-set", "--model", model_dir, "--prompts", prompt_file, "--limit", 2, "--out", out,
+                   "--generator", "chatty", "--max-new-tokens", 5, "--overwrite") == 0
+    assert len(read_model_outputs(out)) == 2
 
 
 def test_cli_refuses_another_runs_resume_file_before_loading_the_model(prompt_file, tmp_path, capsys):

@@ -54,3 +54,17 @@ def test_safetensors_damage_reads_the_header_only(tmp_path):
     assert safetensors_damage(path).startswith("no readable safetensors header")
     path.write_bytes(whole[:6])
     assert safetensors_damage(path) == "no readable safetensors header (6 bytes)"
+
+
+def test_refuse_finished_names_the_file_and_the_way_out(tmp_path):
+    from posttrain.errors import ConfigError
+    from posttrain.io_utils import refuse_finished
+
+    done = tmp_path / "judge_summary.json"
+    refuse_finished(done, "--out", "a finished judgement", overwrite=False)  # nothing there: fine
+    done.write_text("{}")
+    with pytest.raises(ConfigError) as err:
+        refuse_finished(done, "--out", "a finished judgement", overwrite=False)
+    assert str(err.value) == (f"--out: {done} holds a finished judgement; pass --overwrite to replace it or choose "
+                              "another --out")
+    refuse_finished(done, "--out", "a finished judgement", overwrite=True)  # the user said so

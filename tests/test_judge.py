@@ -323,7 +323,12 @@ def test_cli_http_judge_writes_files_and_rerun_uses_cache(fake_api, tmp_path, ca
     assert annotations[1]["raw_completion"] == {"output_2_shown_first": {"content": "b", "top_logprobs": None},
                                                 "output_1_shown_first": {"content": "b", "top_logprobs": None}}
     assert summary["length_controlled"]["form"] is None and "lc_win_rate" not in metrics
-    args = parser().parse_args(argv + ["--limit", "2"])
+    from posttrain.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="judge_summary.json holds a finished judgement; pass --overwrite"):
+        parser().parse_args(argv).func(parser().parse_args(argv))  # never overwritten without a word
+    assert api.count == 6
+    args = parser().parse_args(argv + ["--limit", "2", "--overwrite"])
     assert args.func(args) == 0 and api.count == 6  # every verdict is cached
     assert json.loads((tmp_path / "out" / "judge_summary.json").read_text())["metrics"]["n"] == 2
 

@@ -162,7 +162,8 @@ def test_cli_reports_lc_next_to_raw(tmp_path, monkeypatch, capsys):
     # with AlpacaEval's difficulty table, indexed by the references' rows
     table = tmp_path / "instruction_difficulty.csv"
     table.write_text(",instruction_difficulty\n" + "".join(f"{i},{(i % 7) / 3 - 1}\n" for i in range(120)))
-    assert run_judge(monkeypatch, [mine, "--references", refs, "--out", out, "--instruction-difficulty", table]) == 0
+    assert run_judge(monkeypatch, [mine, "--references", refs, "--out", out, "--instruction-difficulty", table,
+                                   "--overwrite"]) == 0
     summary = json.loads((out / "judge_summary.json").read_text())
     assert summary["length_controlled"]["form"] == WITH_DIFFICULTY and summary["metrics"]["lc_stderr"] > 0
     assert f"{summary['metrics']['lc_win_rate']:.2f} ± {summary['metrics']['lc_stderr']:.2f} (AlpacaEval GLM " \
@@ -170,7 +171,8 @@ def test_cli_reports_lc_next_to_raw(tmp_path, monkeypatch, capsys):
     assert summary["length_controlled"]["difficulty_table"] == str(table)
     table.write_text(",instruction_difficulty\n0,1.0\n")
     capsys.readouterr()
-    assert run_judge(monkeypatch, [mine, "--references", refs, "--out", out, "--instruction-difficulty", table]) == 2
+    assert run_judge(monkeypatch, [mine, "--references", refs, "--out", out, "--instruction-difficulty", table,
+                                   "--overwrite"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {table}: no instruction_difficulty for index 119 (row 119 of {refs}") and \
         err.count("\n") == 1
@@ -190,6 +192,7 @@ def test_cli_without_the_package_labels_lc_not_computed(tmp_path, monkeypatch, c
     table = tmp_path / "d.csv"
     table.write_text(",d\n0,1\n")
     capsys.readouterr()
-    assert run_judge(monkeypatch, [mine, "--references", refs, "--out", out, "--instruction-difficulty", table]) == 2
+    assert run_judge(monkeypatch, [mine, "--references", refs, "--out", out, "--instruction-difficulty", table,
+                                   "--overwrite"]) == 2
     assert capsys.readouterr().err == f"error: --instruction-difficulty {table} needs the alpaca_eval package, " \
         f"which is not installed: {alpaca_package.INSTALL_HINT}\n"

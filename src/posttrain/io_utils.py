@@ -107,3 +107,13 @@ def safetensors_damage(path: str | os.PathLike) -> str | None:
     if 8 + header_length + end > size:
         return f"cut short ({size} of {8 + header_length + end} bytes)"
     return None
+
+
+def refuse_finished(finished: str | os.PathLike, option: str, what: str, overwrite: bool) -> None:
+    """The never-overwrite rule of the writing commands: ``finished`` (a file that exists only once a command's
+    output is complete) refuses the output ``option`` unless ``overwrite``, before any model loads."""
+    from .errors import ConfigError
+
+    if not overwrite and Path(finished).exists():
+        raise ConfigError(f"{option}: {finished} holds {what}; pass --overwrite to replace it or choose another "
+                          f"{option}")

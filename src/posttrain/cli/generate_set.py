@@ -15,6 +15,7 @@ from __future__ import annotations
 def _cmd_generate_set(args) -> int:
     from .. import support
     from ..generation import load_for_inference
+    from ..io_utils import refuse_finished
     from ..evaluation.generate_set import (default_prompt_set, generate_set, load_prompt_set, precheck_resume, resume_header,
                                summary_path)
 
@@ -25,6 +26,7 @@ def _cmd_generate_set(args) -> int:
                           top_p=args.top_p, seed=args.seed)
     if not args.chat_template:  # it comes from the model: checked by generate_set once the model is loaded
         known.pop("chat_template")
+    refuse_finished(args.out, "--out", "a finished generation set", args.overwrite)  # (a partial one resumes)
     precheck_resume(args.out, known)  # a resume file of another run fails before the model loads
     model, tokenizer, template = load_for_inference(args.model, args.dtype, families=support.DECODING)
     summary = generate_set(
@@ -66,6 +68,7 @@ def register(subparsers) -> None:
                    "data root)")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N prompts")
     p.add_argument("--out", required=True, metavar="FILE.json", help="where the model_outputs JSON goes")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished OUT.json (a partial one resumes)")
     p.add_argument("--generator", help="the 'generator' name written in every row (default: the --model string)")
     p.add_argument("--max-new-tokens", type=int, default=512)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")

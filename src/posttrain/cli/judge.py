@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..io_utils import atomic_write_text
+from ..io_utils import atomic_write_text, refuse_finished
 
 CACHE_NAME = "judge_cache.jsonl"
 POSTTRAIN_PROMPT = "posttrain"
@@ -44,6 +44,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="reference outputs, e.g. ../shared/data/alpaca_eval/alpaca_eval_text_davinci_003.json")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="folder for verdicts.jsonl, judge_summary.json and judge.md")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished judgement in DIR (the verdict "
+                   "cache is kept: delete judge_cache.jsonl for fresh verdicts)")
     p.add_argument("--judge", choices=("local", "http"), default="local",
                    help="local: a Hugging Face model reads the verdict from its next-token probabilities; http: an "
                    "OpenAI-compatible /chat/completions endpoint (default: local)")
@@ -163,6 +165,7 @@ def _cmd_judge(args) -> int:
     from ..evaluation.judge import evaluate_pairs, generator_name, pair_with_references
 
     _check_args(args)
+    refuse_finished(Path(args.out) / "judge_summary.json", "--out", "a finished judgement", args.overwrite)
     rows_a = read_model_outputs(args.outputs)
     all_rows_b = read_model_outputs(args.references)
     rows_a, rows_b = pair_with_references(rows_a, all_rows_b, args.outputs, args.references, args.limit)
