@@ -215,3 +215,30 @@ def test_the_objective_is_decided_from_the_config_before_any_weight_loads(tmp_pa
     assert cpt.resolve_objective(ContinuedPretrainingConfig(), electra) == "mlm"
     with pytest.raises(ConfigError, match="objective: clm does not fit ElectraForPreTraining"):
         cpt.resolve_objective(ContinuedPretrainingConfig(objective="clm"), electra)
+
+
+def test_the_cpt_command_never_replaces_a_finished_run_without_overwrite(tmp_path, tiny_model_dir, corpus, capsys):
+    from posttrain.cli import main
+
+    recipe = tmp_path / "cpt.yaml"
+    recipe.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in dict(
+        model=str(tiny_model_dir), train_file=str(corpus[0]), eval_file=str(corpus[1]), output_dir=str(tmp_path / "c"),
+        max_length=64, per_device_batch_size=4, max_steps=2, eval_steps=2, progress=False).items()))
+    assert main(["cpt", str(recipe)]) == 0
+    best = tmp_path / "c" / "best" / "model.safetensors"
+    before = best.read_bytes()
+    capsys.readouterr()
+    assert main(["cpt", str(recipe)]) == 2
+    assert capsys.readouterr().err == (f"error: cpt.output_dir: {tmp_path / 'c'} holds a finished continued "
+                                       "pre-training run (best/); pass --overwrite to replace it or choose a new dir\n")
+    assert best.read_bytes() == before
+    assert main(["cpt", str(recipe), "--resume", "--overwrite"]) == 2
+    (tmp_path / "c" / "notes.txt").write_text("mine")
+    assert main(["cpt", str(recipe), "max_steps=3", "--overwrite"]) == 0  # a fresh run, not a continuation
+    lines = [json.loads(line) for line in (tmp_path / "c" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if "eval_loss" in r] == [0, 2, 3]  # only the new run's evaluations
+    assert (tmp_path / "c" / "notes.txt").is_file()  # files the run did not write stay
+    from posttrain.models.precision import resolve_precision
+
+    meta = json.loads((tmp_path / "c" / "run_meta.json").read_text())
+    assert meta["mixed_precision"] == {"configured": "auto", "used": resolve_precision("auto")}

@@ -238,12 +238,14 @@ def run_contents(run_dir: Path) -> list[str]:
     return held + [name for name in RUN_FILES if (run_dir / name).is_file()]
 
 
-def clear_run(run_dir: Path) -> None:
-    """Remove an earlier run's weights, checkpoints and files from ``run_dir`` (``--overwrite``); other files stay."""
+def clear_run(run_dir: Path, folders: tuple[str, ...] = ("final", "checkpoints"), files: tuple[str, ...] = RUN_FILES
+              ) -> None:
+    """Remove an earlier run's weights, checkpoints and files from ``run_dir`` (``--overwrite``); other files stay.
+    ``folders`` / ``files``: what the run wrote (continued pre-training: ``best/`` and ``cpt_config.yaml``)."""
     import shutil
 
     run_dir = Path(run_dir)
-    for name in ("final", "checkpoints"):
+    for name in folders:
         shutil.rmtree(run_dir / name, ignore_errors=True)
-    for name in RUN_FILES:
+    for name in files:
         (run_dir / name).unlink(missing_ok=True)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+from ..errors import ConfigError
 
 
 def _cmd_pipeline(args, method: str) -> int:
@@ -15,11 +18,20 @@ def _cmd_pipeline(args, method: str) -> int:
 
 
 def _cmd_cpt(args) -> int:
+    from ..checkpointing import RUN_FILES, clear_run
     from ..pipelines.continued_pretraining import continued_pretraining
 
     from ..pipelines.pcp_config import load_cpt_config
 
     cfg = load_cpt_config(args.config, args.overrides)
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume and --overwrite: give one (continue the run, or replace it)")
+    run_dir = Path(cfg.output_dir)
+    if (run_dir / "best").is_dir() and not args.overwrite:  # a finished run (an unfinished one continues)
+        raise ConfigError(f"cpt.output_dir: {run_dir} holds a finished continued pre-training run (best/); pass "
+                          "--overwrite to replace it or choose a new dir")
+    if args.overwrite:
+        clear_run(run_dir, ("best", "checkpoints"), (*RUN_FILES, "cpt_config.yaml"))
     final = continued_pretraining(cfg, resume=True if args.resume else None)
     final.pop("trainer", None)
     final.pop("eval_losses", None)
@@ -48,4 +60,6 @@ def register(subparsers) -> None:
     p.add_argument("overrides", nargs="*", help="key=value overrides")
     p.add_argument("--resume", action="store_true", help="require a checkpoint to continue from (default: continue "
                    "when there is one)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run output_dir holds (a finished one is "
+                   "refused without it)")
     p.set_defaults(func=_cmd_cpt)

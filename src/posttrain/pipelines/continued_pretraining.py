@@ -44,6 +44,7 @@ from ..checkpointing import AtomicCheckpoints, save_final_model, step_of as _ste
 from ..config import help_field as _f, ModelConfig, RunConfig, TrainConfig, write_config
 from ..config.fields import check_bounds
 from ..config.validate import check_scheduler
+from ..models.precision import resolve_precision
 from ..errors import ConfigError, DataError
 from ..distributed import remove_staging
 from ..engine import last_checkpoint
@@ -324,6 +325,7 @@ def continued_pretraining(cfg: ContinuedPretrainingConfig, *, resume: bool | Non
             "optimizer": {"name": "adamw_torch", "betas": [cfg.adam_beta1, cfg.adam_beta2], "eps": cfg.adam_epsilon,
                           "weight_decay": cfg.weight_decay},
             "data": {"train": train_stats, "eval": eval_stats},
+            "mixed_precision": {"configured": cfg.mixed_precision, "used": resolve_precision(cfg.mixed_precision)},
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         })
 
