@@ -45,6 +45,8 @@ def read_model_outputs(path: str | Path, *, need_output: bool = True) -> list[di
         for key in required:
             if key not in row:
                 raise DataError(f"{path}: row {number}: missing field {key!r}")
+            if row[key] is None:  # (null is accepted for the optional fields only)
+                raise DataError(f"{path}: row {number}: field {key!r} is null (expected a string)")
         for key in (*required, *OPTIONAL):
             if key in row and row[key] is not None and not isinstance(row[key], str):
                 raise DataError(f"{path}: row {number}: field {key!r} must be a string, got {type(row[key]).__name__}")

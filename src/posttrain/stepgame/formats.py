@@ -148,7 +148,10 @@ def read_examples(path, fmt: str | None = None) -> list[dict]:
     if fmt not in FORMATS:
         raise DataError(f"{path}: unknown StepGame format (expected a .json, .jsonl or .txt file, or fmt in "
                         f"{', '.join(FORMATS)})")
-    return {"json": read_json, "jsonl": read_jsonl, "babi": read_babi}[fmt](path)
+    examples = {"json": read_json, "jsonl": read_jsonl, "babi": read_babi}[fmt](path)
+    if not examples:  # nothing to solve or score: an accuracy of 0/0 would look like a result
+        raise DataError(f"{path}: no StepGame examples in the file (expected story, question and label records)")
+    return examples
 
 
 def dumps(examples: list[dict], fmt: str) -> str:

@@ -215,6 +215,13 @@ class Task:
         for label in self.labels:
             if label not in verbalizer:
                 bad("verbalizer", f"label '{label}' has no label word")
+        owner = {}
+        for label in self.labels:  # one scored word per label: two labels sharing it could never be told apart
+            word = verbalizer[label][0].strip()
+            if word in owner:
+                bad("verbalizer", f"labels '{owner[word]}' and '{label}' have the same word {word!r}; each label "
+                    "needs its own word")
+            owner[word] = label
         self.verbalizer = verbalizer
 
         # templates
